@@ -1,0 +1,84 @@
+"""The job record as the queue stores it, its states, and the events of its history.
+
+The allowed transitions live with the state machine in `vastfleet.queue.machine`; this module only names
+the states so that every part speaks the same words.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from vastfleet.spec.jobspec import JobSpec
+
+
+class JobState(str, Enum):
+    PENDING = "PENDING"  # queued, waiting for an offer
+    PLACING = "PLACING"  # an offer is chosen and an instance is being created
+    BOOTING = "BOOTING"  # the instance exists; waiting for the agent's first heartbeat
+    RUNNING = "RUNNING"  # the agent heartbeats and the command runs
+    INTERRUPTED = "INTERRUPTED"  # preempted, host lost or stuck; will be re-queued from the last checkpoint
+    SUCCEEDED = "SUCCEEDED"  # the command exited 0 (terminal)
+    FAILED = "FAILED"  # the command failed and retries are spent, or preemptions passed their cap (terminal)
+    CANCELLED = "CANCELLED"  # the user cancelled it (terminal)
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+ACTIVE_STATES = frozenset({JobState.PLACING, JobState.BOOTING, JobState.RUNNING})
+
+
+class CheckpointRef(BaseModel):
+    """A committed, verified checkpoint: where its objects live and what they hold."""
+
+    model_config = ConfigDict(extra="ignore")
+    epoch: int
+    step: int | None = None
+    prefix: str  # the storage key prefix holding the files
+    files: dict[str, dict[str, Any]]  # relative path -> {"size": int, "sha256": str}
+    committed_at: float
+    bytes: int = 0
+
+
+class Job(BaseModel):
+    """A job as stored in Redis. `state` and `epoch` change only through the state machine."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: str
+    spec: JobSpec
+    state: JobState = JobState.PENDING
+    epoch: int = 0  # the attempt; bumped on every PENDING -> PLACING
+    submitted_at: float
+    updated_at: float
+    deadline_at: float | None = None
+    reason: str = ""  # why the job is in its state
+    instance_id: int | None = None  # the marketplace instance of the current epoch
+    offer_id: int | None = None
+    bid: float | None = None  # $/h bid of the current epoch; None = on demand
+    preemptions: int = 0
+    errors: int = 0  # failed runs, against retries_on_error
+    progress: dict[str, Any] = Field(default_factory=dict)  # last heartbeat's progress
+    latest_checkpoint: CheckpointRef | None = None
+    cost_usd: float = 0.0  # spend attributed to the job so far
+    exit_code: int | None = None
+    cancel_requested: bool = False
+    force: bool = False  # destroy without a verified checkpoint (user's explicit choice)
+
+
+class JobEvent(BaseModel):
+    """One entry of a job's event stream: a transition, or a note (heartbeat lost, checkpoint committed)."""
+
+    id: str = ""  # the Redis stream id
+    job_id: str
+    at: float
+    kind: str  # "transition" or a note kind
+    from_state: JobState | None = None
+    to_state: JobState | None = None
+    epoch: int
+    reason: str = ""
+    data: dict[str, Any] = Field(default_factory=dict)
