@@ -1,0 +1,92 @@
+"""The FastAPI application: user routes, the agent routes and metrics when given, health, error mapping.
+
+Errors of `vastfleet.errors` become their `http_status` with `{"detail": message}`; a malformed body gets
+422 with the same pointing message the CLI prints; a Redis outage is a 503. Never a traceback to a client.
+Builds nothing it is not given: the caller (CLI, demo, tests) makes the store and the context.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+import vastfleet
+from vastfleet.api import user_routes
+from vastfleet.api.context import ApiContext
+from vastfleet.errors import SpecError, VastfleetError
+from vastfleet.spec.jobspec import job_spec_from_dict
+
+log = logging.getLogger(__name__)
+
+
+def create_app(ctx: ApiContext) -> FastAPI:
+    app = FastAPI(title="vastfleet", version=vastfleet.__version__,
+                  description="Submit and follow GPU jobs on the vast.ai marketplace.")
+    app.state.ctx = ctx
+    app.include_router(user_routes.router)
+    if ctx.agent_router is not None:
+        app.include_router(ctx.agent_router)
+    if ctx.metrics_app is not None:
+        app.mount("/metrics", ctx.metrics_app)
+
+    @app.get("/healthz", tags=["health"], summary="Liveness and Redis reachability (no auth)")
+    def healthz() -> JSONResponse:
+        try:
+            ctx.store.redis.ping()
+        except redis.RedisError:
+            return JSONResponse({"status": "unavailable", "redis": "unreachable"}, status_code=503)
+        return JSONResponse({"status": "ok", "redis": "ok", "version": vastfleet.__version__})
+
+    app.add_exception_handler(VastfleetError, _vastfleet_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(redis.RedisError, _redis_error)  # type: ignore[arg-type]
+    return app
+
+
+def _detail(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": message}, status_code=status, headers=headers)
+
+
+async def _vastfleet_error(request: Request, exc: VastfleetError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
+    return _detail(exc.http_status, exc.message, headers)
+
+
+async def _redis_error(request: Request, exc: redis.RedisError) -> JSONResponse:
+    log.warning("redis error on %s %s: %s", request.method, request.url.path, exc)
+    return _detail(503, "the job store (Redis) is unavailable; try again later")
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    return _detail(422, validation_message(request, exc))
+
+
+def validation_message(request: Request, exc: RequestValidationError) -> str:
+    """For a job spec body, the very message the CLI prints (re-validated by the spec's own loader);
+    for anything else, the same `location: problem` lines."""
+    body: Any = getattr(exc, "body", None)
+    is_submit = request.method == "POST" and request.url.path.rstrip("/") == "/v1/jobs"
+    if is_submit and isinstance(body, dict):
+        try:
+            job_spec_from_dict(body)
+        except SpecError as err:
+            return err.message
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ())]
+        if loc and loc[0] in ("body", "query", "path"):
+            loc = loc[1:]
+        where = ".".join(loc) or "(body)"
+        if err.get("type") == "json_invalid":
+            where, msg = "(body)", f"not valid JSON ({err.get('ctx', {}).get('error', 'decode error')})"
+        elif is_submit and not loc:
+            msg = "expected a JSON object with the job spec's keys"
+        else:
+            msg = str(err.get("msg"))
+        lines.append(f"  {where}: {msg.removeprefix('Value error, ')}")
+    return ("invalid job spec:\n" if is_submit else "invalid request:\n") + "\n".join(lines)

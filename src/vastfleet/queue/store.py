@@ -1,0 +1,289 @@
+"""The job store on Redis: records, the priority queue, per-state indexes, epochs and event streams.
+
+A job is one Redis hash whose every field holds the JSON text of one `Job` attribute. Why a hash of JSON
+values rather than one JSON string per job: the Lua scripts must read `state`/`epoch` and write a few
+fields atomically, and decoding + re-encoding a whole document inside Redis (cjson) would lose float
+precision (14 digits) and turn empty lists into objects. With a hash the scripts touch only the fields
+they need and Python does every encoding through pydantic, so records round-trip exactly.
+
+Every state change goes through `vastfleet.queue.machine` (one script, atomic). The other writes here
+(`submit`, `update`, `commit_checkpoint`, `note`) are small scripts of their own, each atomic and each
+fenced where the contract says so. Never talks to a marketplace; never decides policy.
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import json
+import secrets
+import time
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+import redis
+from pydantic import TypeAdapter, ValidationError
+
+from vastfleet.errors import BadInput, Conflict, IllegalTransition, NotFound, StaleEpoch
+from vastfleet.queue.keys import Keys
+from vastfleet.queue.machine import StateMachine, pairs
+from vastfleet.spec.job import CheckpointRef, Job, JobEvent, JobState
+from vastfleet.spec.jobspec import JobSpec
+
+# Fields only their own method writes: identity, the state machine's, and the forward-only checkpoint.
+_PROTECTED = frozenset({"id", "spec", "state", "epoch", "submitted_at", "updated_at", "reason", "latest_checkpoint"})
+
+SUBMIT_LUA = """
+local job, jobs, pending_index, pending, seq, stream, all_events = unpack(KEYS)
+local id, now, qscore, cap = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if redis.call('EXISTS', job) == 1 then return 'exists' end
+local qm = string.format('%012d:%s', redis.call('INCR', seq), id)
+for i = 5, #ARGV, 2 do redis.call('HSET', job, ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', job, '_qscore', qscore, '_qm', qm)
+redis.call('ZADD', jobs, now, id)
+redis.call('ZADD', pending_index, now, id)
+redis.call('ZADD', pending, qscore, qm)
+local event = {'job_id', id, 'at', now, 'kind', 'submitted', 'from_state', '', 'to_state', 'PENDING',
+               'epoch', '0', 'reason', 'submitted', 'data', '{}'}
+redis.call('XADD', stream, '*', unpack(event))
+redis.call('XADD', all_events, 'MAXLEN', '~', cap, '*', unpack(event))
+return 'ok'
+"""
+
+UPDATE_LUA = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then return {'notfound'} end
+if tonumber(epoch) ~= tonumber(ARGV[1]) then return {'stale', epoch} end
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return {'ok', redis.call('HGETALL', KEYS[1])}
+"""
+
+# Moves `latest_checkpoint` only forward: (epoch, step or -1, committed_at) must not go down.
+COMMIT_LUA = """
+local job, stream, all_events = KEYS[1], KEYS[2], KEYS[3]
+local epoch, new = ARGV[1], {tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])}
+local ref, updated, now, data, cap = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local cur = redis.call('HMGET', job, 'epoch', 'latest_checkpoint')
+if not cur[1] then return {'notfound'} end
+if tonumber(cur[1]) ~= tonumber(epoch) then return {'stale', cur[1]} end
+if cur[2] and cur[2] ~= 'null' then
+  local old = cjson.decode(cur[2])
+  local step = old.step
+  if step == nil or step == cjson.null then step = -1 end
+  local prev = {old.epoch, step, old.committed_at}
+  for i = 1, 3 do
+    if new[i] ~= prev[i] then
+      if new[i] < prev[i] then return {'behind', cjson.encode(prev)} end
+      break
+    end
+  end
+end
+redis.call('HSET', job, 'latest_checkpoint', ref, 'updated_at', updated)
+local event = {'job_id', ARGV[10], 'at', now, 'kind', 'checkpoint', 'from_state', '', 'to_state', '',
+               'epoch', epoch, 'reason', 'checkpoint committed', 'data', data}
+redis.call('XADD', stream, '*', unpack(event))
+redis.call('XADD', all_events, 'MAXLEN', '~', cap, '*', unpack(event))
+return {'ok', redis.call('HGETALL', job)}
+"""
+
+NOTE_LUA = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then return false end
+local event = {'job_id', ARGV[1], 'at', ARGV[2], 'kind', ARGV[3], 'from_state', '', 'to_state', '',
+               'epoch', epoch, 'reason', ARGV[4], 'data', ARGV[5]}
+local event_id = redis.call('XADD', KEYS[2], '*', unpack(event))
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', unpack(event))
+return event_id
+"""
+
+
+@lru_cache(maxsize=None)
+def _adapter(name: str) -> TypeAdapter[Any]:
+    return TypeAdapter(Job.model_fields[name].annotation)
+
+
+def encode_field(name: str, value: Any) -> str:
+    """One Job attribute as the JSON text stored in its hash field; validated against the model first."""
+    if name not in Job.model_fields:
+        raise BadInput(f"{name!r} is not a job field")
+    adapter = _adapter(name)
+    try:
+        return adapter.dump_json(adapter.validate_python(value)).decode()
+    except ValidationError as exc:
+        raise BadInput(f"job field {name!r}: {exc.errors()[0]['msg']}") from None
+
+
+def decode_job(raw: dict[str, str]) -> Job:
+    return Job.model_validate({k: json.loads(v) for k, v in raw.items() if not k.startswith("_")})
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def new_job_id() -> str:
+    """`j-` and 10 base32 characters (50 random bits): short, URL-safe, collisions checked at submit."""
+    return "j-" + base64.b32encode(secrets.token_bytes(7)).decode()[:10].lower()
+
+
+class JobStore:
+    EVENTS_CAP = StateMachine.EVENTS_CAP
+
+    def __init__(self, redis: redis.Redis, prefix: str = "vf", clock: Callable[[], float] = time.time) -> None:
+        self.redis = redis
+        self.keys = Keys(prefix)
+        self.clock = clock
+        self.machine = StateMachine(redis, self.keys)
+        self._submit = redis.register_script(SUBMIT_LUA)
+        self._update = redis.register_script(UPDATE_LUA)
+        self._commit = redis.register_script(COMMIT_LUA)
+        self._note = redis.register_script(NOTE_LUA)
+
+    # --- writes -------------------------------------------------------------------------------------
+
+    def submit(self, spec: JobSpec) -> Job:
+        now = self.clock()
+        k = self.keys
+        for _ in range(5):  # 50 random bits: a second try is already astronomically rare
+            job = Job(id=new_job_id(), spec=spec, submitted_at=now, updated_at=now,
+                      deadline_at=spec.deadline_at(now), reason="submitted")
+            fields = [x for name in Job.model_fields for x in (name, encode_field(name, getattr(job, name)))]
+            keys = [k.job(job.id), k.jobs, k.state(JobState.PENDING), k.pending, k.seq, k.events(job.id),
+                    k.all_events]
+            args = [job.id, repr(now), str(-spec.priority), str(self.EVENTS_CAP), *fields]
+            if _text(self._submit(keys=keys, args=args)) == "ok":
+                return job
+        raise Conflict("could not allocate a unique job id")  # pragma: no cover
+
+    def transition(self, job_id: str, to: JobState, reason: str, *, expected_epoch: int | None = None,
+                   **fields: Any) -> Job:
+        encoded = self._encode_user_fields(fields)
+        data = "{" + ",".join(f"{json.dumps(n)}:{v}" for n, v in encoded.items()) + "}"
+        now = self.clock()
+        encoded["reason"] = json.dumps(reason)
+        encoded["updated_at"] = json.dumps(now)
+        applied = self.machine.apply(job_id, JobState(to), reason, now=now, expected_epoch=expected_epoch,
+                                     encoded_fields=encoded, data_json=data)
+        return decode_job(applied.raw)
+
+    def update(self, job_id: str, *, expected_epoch: int, **fields: Any) -> Job:
+        encoded = self._encode_user_fields(fields)
+        encoded["updated_at"] = json.dumps(self.clock())
+        args = [str(int(expected_epoch)), *[x for kv in encoded.items() for x in kv]]
+        reply = self._update(keys=[self.keys.job(job_id)], args=args)
+        return decode_job(self._checked(reply, job_id, expected_epoch))
+
+    def cancel(self, job_id: str, reason: str = "cancelled by user") -> Job:
+        """Terminal jobs raise IllegalTransition; any other goes to CANCELLED with `cancel_requested`, so
+        the reconcile loop knows to tear down the instance the job may still hold."""
+        try:
+            return self.transition(job_id, JobState.CANCELLED, reason, cancel_requested=True)
+        except IllegalTransition as exc:
+            state = exc.context.get("state", "finished")
+            raise IllegalTransition(f"job {job_id} is already {state}; there is nothing to cancel",
+                                    **exc.context) from None
+
+    def commit_checkpoint(self, job_id: str, epoch: int, ref: CheckpointRef) -> Job:
+        if ref.epoch != epoch:
+            raise BadInput(f"checkpoint of epoch {ref.epoch} committed as epoch {epoch}")
+        now = self.clock()
+        ref_json = encode_field("latest_checkpoint", ref)
+        data = json.dumps({"step": ref.step, "prefix": ref.prefix, "files": len(ref.files), "bytes": ref.bytes})
+        args = [str(epoch), str(ref.epoch), str(-1 if ref.step is None else ref.step), repr(ref.committed_at),
+                ref_json, json.dumps(now), repr(now), data, str(self.EVENTS_CAP), job_id]
+        k = self.keys
+        reply = self._commit(keys=[k.job(job_id), k.events(job_id), k.all_events], args=args)
+        if _text(reply[0]) == "behind":
+            raise Conflict(f"job {job_id}: checkpoint is older than the latest one (epoch, step, time)"
+                           f" {_text(reply[1])}", job_id=job_id)
+        return decode_job(self._checked(reply, job_id, epoch))
+
+    def note(self, job_id: str, kind: str, reason: str, data: dict[str, Any] | None = None) -> None:
+        """An event that is not a transition (heartbeat lost, bid raised...)."""
+        if kind in ("transition", "submitted", "checkpoint"):
+            raise BadInput(f"{kind!r} events are written by the store itself")
+        k = self.keys
+        args = [job_id, repr(self.clock()), kind, reason, json.dumps(data or {}), str(self.EVENTS_CAP)]
+        if self._note(keys=[k.job(job_id), k.events(job_id), k.all_events], args=args) is None:
+            raise NotFound(f"no job {job_id}", job_id=job_id)
+
+    # --- reads --------------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job:
+        raw = self.redis.hgetall(self.keys.job(job_id))
+        if not raw:
+            raise NotFound(f"no job {job_id}", job_id=job_id)
+        return decode_job({_text(k): _text(v) for k, v in raw.items()})
+
+    def list(self, state: JobState | None = None, limit: int = 1000) -> builtins.list[Job]:
+        """The `limit` most recently submitted jobs (of one state), oldest first."""
+        index = self.keys.jobs if state is None else self.keys.state(JobState(state))
+        ids = [_text(i) for i in self.redis.zrange(index, -max(1, limit), -1)]
+        return self._load(ids)
+
+    def pending(self, limit: int = 1000) -> builtins.list[Job]:
+        """PENDING jobs in the order they should be placed: priority (highest first), then submit order."""
+        members = self.redis.zrange(self.keys.pending, 0, max(1, limit) - 1)
+        return self._load([_text(m).split(":", 1)[1] for m in members])
+
+    def ids(self, state: JobState) -> builtins.list[str]:
+        return [_text(i) for i in self.redis.zrange(self.keys.state(JobState(state)), 0, -1)]
+
+    def counts(self) -> dict[JobState, int]:
+        pipe = self.redis.pipeline(transaction=False)
+        for state in JobState:
+            pipe.zcard(self.keys.state(state))
+        return dict(zip(JobState, (int(n) for n in pipe.execute())))
+
+    def events(self, job_id: str, after: str | None = None, limit: int = 1000) -> builtins.list[JobEvent]:
+        """The job's events oldest first; `after` is an event id already seen (exclusive)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.exists(self.keys.job(job_id))
+        pipe.xrange(self.keys.events(job_id), min="-" if after is None else f"({after}", max="+", count=limit)
+        exists, entries = pipe.execute()
+        if not exists:
+            raise NotFound(f"no job {job_id}", job_id=job_id)
+        return [_event(_text(eid), {_text(k): _text(v) for k, v in fields.items()}) for eid, fields in entries]
+
+    # --- helpers ------------------------------------------------------------------------------------
+
+    def _load(self, ids: builtins.list[str]) -> builtins.list[Job]:
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hgetall(self.keys.job(job_id))
+        out = []
+        for raw in pipe.execute():
+            if raw:  # an index entry may outlive nothing: records are never deleted, but be safe
+                out.append(decode_job({_text(k): _text(v) for k, v in raw.items()}))
+        return out
+
+    @staticmethod
+    def _encode_user_fields(fields: dict[str, Any]) -> dict[str, str]:
+        protected = sorted(set(fields) & _PROTECTED)
+        if protected:
+            raise BadInput(f"{', '.join(protected)} cannot be set here (owned by its own store method)")
+        return {name: encode_field(name, value) for name, value in fields.items()}
+
+    @staticmethod
+    def _checked(reply: Any, job_id: str, expected_epoch: int) -> dict[str, str]:
+        status = _text(reply[0])
+        if status == "notfound":
+            raise NotFound(f"no job {job_id}", job_id=job_id)
+        if status == "stale":
+            raise StaleEpoch(f"job {job_id} is at epoch {_text(reply[1])}, not {expected_epoch}: this attempt"
+                             " is over", job_id=job_id, epoch=int(_text(reply[1])), expected=expected_epoch)
+        return pairs(reply[1])
+
+
+def _event(event_id: str, f: dict[str, str]) -> JobEvent:
+    return JobEvent(
+        id=event_id, job_id=f["job_id"], at=float(f["at"]), kind=f["kind"],
+        from_state=JobState(f["from_state"]) if f.get("from_state") else None,
+        to_state=JobState(f["to_state"]) if f.get("to_state") else None,
+        epoch=int(f["epoch"]), reason=f.get("reason", ""), data=json.loads(f.get("data") or "{}"),
+    )
+
+
+# IllegalTransition is raised by the machine; re-exported so callers can import errors from one place.
+__all__ = ["IllegalTransition", "JobStore", "StaleEpoch", "decode_job", "encode_field", "new_job_id"]

@@ -1,0 +1,145 @@
+"""The checkpoint manifest and its checks, shared by both stores, the agent API and the control plane.
+
+A manifest names one checkpoint step and every file in it: `{step, files: {relpath: {size, sha256}}}`.
+Relative paths are POSIX, below the checkpoint directory (no `..`, no absolute path, no backslash, no
+empty or dot segment, no control character). `verify_objects` asks a store for the stored bytes' size and
+sha256 of every file and lists what differs; a commit moves nothing unless that list is empty.
+
+Owns the key layout of checkpoint objects (`checkpoint_prefix`). Never talks to Redis or to the agent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from vastfleet.errors import BadInput, ChecksumMismatch
+from vastfleet.storage.base import CheckpointStore
+
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_RELPATH = 512
+
+# Defaults the agent API applies to one checkpoint; a deployment may pass others.
+DEFAULT_MAX_FILES = 10_000
+DEFAULT_MAX_BYTES = 2 * 1024**4  # 2 TiB: a sanity bound, not a quota
+
+
+class FileEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    size: Annotated[int, Field(ge=0)]
+    sha256: str
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not SHA256_HEX.match(value):
+            raise ValueError("sha256 must be 64 hexadecimal characters")
+        return value
+
+
+class Manifest(BaseModel):
+    """What the agent asks to upload and then commits: one step, its files."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    step: Annotated[int, Field(ge=0, le=10**15)]
+    files: dict[str, FileEntry]
+
+    @field_validator("files")
+    @classmethod
+    def _paths(cls, value: dict[str, FileEntry]) -> dict[str, FileEntry]:
+        if not value:
+            raise ValueError("a checkpoint holds at least one file")
+        for rel in value:
+            check_relpath(rel)
+        return value
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(entry.size for entry in self.files.values())
+
+    def as_files(self) -> dict[str, dict[str, int | str]]:
+        return {rel: {"size": e.size, "sha256": e.sha256} for rel, e in sorted(self.files.items())}
+
+
+def check_relpath(rel: str) -> str:
+    """A safe relative POSIX path below a checkpoint directory, or BadInput naming what is wrong."""
+    problem = None
+    if not rel or len(rel) > MAX_RELPATH:
+        problem = f"must be 1 to {MAX_RELPATH} characters"
+    elif rel.startswith("/") or re.match(r"^[A-Za-z]:", rel):
+        problem = "must be relative, not absolute"
+    elif "\\" in rel or _CONTROL.search(rel):
+        problem = "must not contain a backslash or control characters"
+    elif any(part in ("", ".", "..") for part in rel.split("/")):
+        problem = "must not contain '..', '.' or empty segments"
+    if problem:
+        raise BadInput(f"checkpoint file path {rel[:80]!r} {problem}")
+    return rel
+
+
+def parse_manifest(data: object, *, max_files: int = DEFAULT_MAX_FILES,
+                   max_bytes: int = DEFAULT_MAX_BYTES) -> Manifest:
+    """Validate a manifest sent by an agent; every refusal is a BadInput with a readable message."""
+    try:
+        manifest = Manifest.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "manifest"
+        raise BadInput(f"invalid checkpoint manifest: {loc}: {str(err['msg']).removeprefix('Value error, ')}")
+    except BadInput as exc:  # check_relpath inside a validator surfaces as itself
+        raise BadInput(f"invalid checkpoint manifest: {exc}") from None
+    if len(manifest.files) > max_files:
+        raise BadInput(f"checkpoint has {len(manifest.files)} files; the limit is {max_files}")
+    if manifest.total_bytes > max_bytes:
+        raise BadInput(f"checkpoint holds {manifest.total_bytes} bytes; the limit is {max_bytes}")
+    return manifest
+
+
+def checkpoint_prefix(job_id: str, epoch: int, step: int) -> str:
+    """Where one checkpoint's objects live; the epoch in the key keeps a stale attempt off newer ones."""
+    if not re.match(r"^[A-Za-z0-9._-]{1,128}$", job_id):
+        raise BadInput(f"job id {job_id[:40]!r} cannot name a storage key")
+    return f"jobs/{job_id}/epoch-{int(epoch)}/step-{int(step)}/"
+
+
+def job_prefix(job_id: str) -> str:
+    return f"jobs/{job_id}/"
+
+
+def verify_objects(store: CheckpointStore, prefix: str, files: dict[str, FileEntry]) -> list[str]:
+    """Every difference between the manifest and the stored bytes, worded for the agent's log."""
+    problems = []
+    for rel, want in sorted(files.items()):
+        got = store.stat(prefix + rel)
+        if got is None:
+            problems.append(f"{rel}: not uploaded")
+        elif got[0] != want.size:
+            problems.append(f"{rel}: stored {got[0]} bytes, manifest says {want.size}")
+        elif got[1] != want.sha256:
+            problems.append(f"{rel}: stored sha256 {got[1][:12]}..., manifest says {want.sha256[:12]}...")
+    return problems
+
+
+def require_verified(store: CheckpointStore, prefix: str, manifest: Manifest) -> None:
+    """Raise ChecksumMismatch (HTTP 422) unless every object matches its manifest entry."""
+    problems = verify_objects(store, prefix, manifest.files)
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise ChecksumMismatch(f"checkpoint step {manifest.step} does not match its upload: {shown}")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> tuple[int, str]:
+    """(size, sha256 hex) of a file, read in chunks."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+            size += len(block)
+    return size, digest.hexdigest()
