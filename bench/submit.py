@@ -28,13 +28,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
-import httpx  # noqa: E402
-import redis  # noqa: E402
-from rq import Queue  # noqa: E402
+import httpx
+import redis
+from rq import Queue
+from tests.helpers import RedisServer, clean_env, free_port, wait_for
 
-from tests.helpers import RedisServer, clean_env, free_port, wait_for  # noqa: E402
-from vastfleet.queue import JobStore  # noqa: E402
-from vastfleet.spec import job_spec_from_dict  # noqa: E402
+from vastfleet.queue import JobStore
+from vastfleet.spec import job_spec_from_dict
 
 TOKEN = "bench-token"
 SPEC = {"name": "bench", "image": "pytorch/pytorch:2.3.0", "run": "python train.py",

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
@@ -80,10 +80,11 @@ def print_json(data: Any) -> None:
 @app.command()
 @friendly_errors
 def server(
-    host: str = typer.Option("127.0.0.1", help="address to listen on"),
-    port: int = typer.Option(8765, help="port to listen on"),
-    redis_url: str = typer.Option("redis://127.0.0.1:6379/0", envvar="VASTFLEET_REDIS_URL",
-                                  help="Redis with append-only persistence (the job store)"),
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8765,
+    redis_url: Annotated[str, typer.Option(envvar="VASTFLEET_REDIS_URL",
+                                           help="Redis with append-only persistence (the job store)")]
+    = "redis://127.0.0.1:6379/0",
 ) -> None:
     """Run the control plane's API (the user token comes from VASTFLEET_TOKEN)."""
     import redis
@@ -114,12 +115,13 @@ def server(
 @app.command()
 @friendly_errors
 def submit(
-    file: Path = typer.Argument(..., help="the job spec, YAML or JSON"),
-    set_: list[str] = typer.Option([], "--set", help="override a key, e.g. --set resources.gpus=2"),
-    as_json: bool = typer.Option(False, "--json", help="print the whole job as JSON"),
+    file: Annotated[Path, typer.Argument(help="the job spec, YAML or JSON")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a key, e.g. --set resources.gpus=2")]
+    = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the whole job as JSON")] = False,
 ) -> None:
     """Submit a job; prints its id."""
-    spec = load_job_spec(file, set_)  # validated here first: a bad spec never reaches the server
+    spec = load_job_spec(file, set_ or [])  # validated here first: a bad spec never reaches the server
     with Client() as client:
         job = client.submit(spec)
     if as_json:
@@ -131,9 +133,10 @@ def submit(
 @app.command()
 @friendly_errors
 def status(
-    job_id: str | None = typer.Argument(None, metavar="[JOB]", help="one job's details; all jobs without"),
-    state: str | None = typer.Option(None, help="only jobs in this state"),
-    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    job_id: Annotated[str | None, typer.Argument(metavar="[JOB]", help="one job's details; all jobs without")]
+    = None,
+    state: Annotated[str | None, typer.Option(help="only jobs in this state")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Show all jobs, or one job's details."""
     with Client() as client:
@@ -155,7 +158,7 @@ def status(
 
 @app.command()
 @friendly_errors
-def cancel(job_id: str = typer.Argument(..., metavar="JOB")) -> None:
+def cancel(job_id: Annotated[str, typer.Argument(metavar="JOB")]) -> None:
     """Cancel a job; its instance, if any, is torn down by the scheduler."""
     with Client() as client:
         job = client.cancel(job_id)
@@ -165,8 +168,8 @@ def cancel(job_id: str = typer.Argument(..., metavar="JOB")) -> None:
 @app.command()
 @friendly_errors
 def events(
-    job_id: str = typer.Argument(..., metavar="JOB"),
-    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    job_id: Annotated[str, typer.Argument(metavar="JOB")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Show a job's history: every transition with its reason, and notes."""
     with Client() as client:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import builtins
 import os
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -44,7 +44,7 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -107,6 +107,7 @@ def test_cancel_and_events(http: httpx.Client, store: JobStore) -> None:
         ("transition", "CANCELLED", "cancelled by user")]
     later = http.get(f"/v1/jobs/{job_id}/events", params={"after": events[0]["id"]}).json()
     assert [e["id"] for e in later] == [e["id"] for e in events[1:]]
+    assert http.get(f"/v1/jobs/{job_id}/events", params={"after": "x"}).status_code == 422
 
 
 def test_redis_outage_is_503_not_500() -> None:

@@ -28,6 +28,11 @@ priority: 2
 """
 
 
+def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The real entry point in a child process (what a user's shell runs)."""
+    return subprocess.run([*VASTFLEET, *args], env=env, capture_output=True, text=True, timeout=30, check=False)
+
+
 @pytest.fixture
 def spec_file(tmp_path: Path) -> Path:
     path = tmp_path / "job.yaml"
@@ -100,7 +105,7 @@ def test_entry_point_unreachable_server_is_one_line_naming_the_url(spec_file: Pa
     url = f"http://127.0.0.1:{free_port()}"
     env = clean_env(VASTFLEET_URL=url, VASTFLEET_TOKEN="x")
     for args in (["status"], ["submit", str(spec_file)], ["events", "j-abc"]):
-        done = subprocess.run([*VASTFLEET, *args], env=env, capture_output=True, text=True, timeout=30)
+        done = run_cli(args, env)
         assert done.returncode == 1
         assert len(done.stderr.strip().splitlines()) == 1 and url in done.stderr
         assert "Traceback" not in done.stderr and done.stdout == ""
@@ -110,15 +115,14 @@ def test_entry_point_bad_spec_exits_2_without_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: Bad Name\nimage: x\nrun: y\nresources: {gpu: RTX_9999}\n")
     env = clean_env(VASTFLEET_URL=f"http://127.0.0.1:{free_port()}", VASTFLEET_TOKEN="x")
-    done = subprocess.run([*VASTFLEET, "submit", str(bad)], env=env, capture_output=True, text=True, timeout=30)
+    done = run_cli(["submit", str(bad)], env)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "name: String should match pattern" in done.stderr and "unknown GPU 'RTX_9999'" in done.stderr
 
 
 def test_server_command_serves_the_api(redis_url: str, tmp_path: Path) -> None:
     port = free_port()
-    no_token = subprocess.run([*VASTFLEET, "server", "--port", str(port), "--redis-url", redis_url],
-                              env=clean_env(), capture_output=True, text=True, timeout=30)
+    no_token = run_cli(["server", "--port", str(port), "--redis-url", redis_url], clean_env())
     assert no_token.returncode == 2 and "VASTFLEET_TOKEN is not set" in no_token.stderr
 
     proc = subprocess.Popen([*VASTFLEET, "server", "--port", str(port), "--redis-url", redis_url],
@@ -136,6 +140,5 @@ def test_server_command_serves_the_api(redis_url: str, tmp_path: Path) -> None:
 
 def test_redis_unreachable_at_server_start_hides_the_password() -> None:
     url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
-    done = subprocess.run([*VASTFLEET, "server", "--redis-url", url], env=clean_env(VASTFLEET_TOKEN=TOKEN),
-                          capture_output=True, text=True, timeout=30)
+    done = run_cli(["server", "--redis-url", url], clean_env(VASTFLEET_TOKEN=TOKEN))
     assert done.returncode == 1 and "cannot reach Redis" in done.stderr and "hunter2" not in done.stderr

@@ -1,14 +1,17 @@
-"""Leases with fencing tokens, and the durability of an acknowledged submit across kill -9."""
+"""Leases with fencing tokens, the durability of an acknowledged submit across kill -9, the action queues."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
 import redis
+from rq import Queue
 
 from tests.helpers import RedisServer
 from tests.spine.conftest import FakeClock, make_spec
-from vastfleet.queue import JobStore, Lease
+from vastfleet.queue import ACTION_QUEUES, JobStore, Lease, action_queue
 from vastfleet.spec import JobState
 
 
@@ -68,3 +71,13 @@ def test_acknowledged_submit_survives_kill9_and_restart(tmp_path: Path) -> None:
         client.close()
     finally:
         server.stop()
+
+
+def test_action_queues_use_a_bytes_connection_on_the_same_server(redis_client: redis.Redis) -> None:
+    queue = action_queue(redis_client, ACTION_QUEUES[0])  # given a decoding client, as the store uses
+    assert isinstance(queue, Queue) and queue.name == "vastfleet-create"
+    job = queue.enqueue(json.dumps, {"offer": 1})
+    assert queue.count == 1 and queue.fetch_job(job.id) is not None
+    assert redis_client.exists(f"rq:job:{job.id}")  # the same server as the store's client
+    with pytest.raises(ValueError):
+        action_queue(redis_client, "reboot")

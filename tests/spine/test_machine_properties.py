@@ -82,6 +82,16 @@ def store_machine(connect: Callable[[], redis.Redis]) -> type[RuleBasedStateMach
             assert not want.state.terminal
             want.state, want.events = JobState.CANCELLED, want.events + 1
 
+        @rule(job_id=jobs, fence=st.sampled_from([0, -1, 1]), cost=st.floats(0, 100))
+        def update(self, job_id: str, fence: int, cost: float) -> None:
+            want = self.model[job_id]
+            try:
+                job = self.store.update(job_id, expected_epoch=want.epoch + fence, cost_usd=cost)
+            except StaleEpoch:
+                assert fence != 0
+                return
+            assert fence == 0 and job.cost_usd == cost and (job.state, job.epoch) == (want.state, want.epoch)
+
         @invariant()
         def records_and_indexes_agree(self) -> None:
             for state in JobState:

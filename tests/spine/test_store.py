@@ -170,6 +170,8 @@ def test_events_carry_every_transition_with_its_reason_and_page(store: JobStore,
     assert [e.at for e in events] == sorted(e.at for e in events)
     assert [e.id for e in store.events(job.id, after=events[2].id)] == [events[3].id, events[4].id]
     assert [e.id for e in store.events(job.id, limit=2)] == [events[0].id, events[1].id]
+    with pytest.raises(BadInput):
+        store.events(job.id, after="yesterday")
 
 
 def test_cancel_semantics(store: JobStore) -> None:

@@ -74,8 +74,8 @@ def validation_message(request: Request, exc: RequestValidationError) -> str:
     if is_submit and isinstance(body, dict):
         try:
             job_spec_from_dict(body)
-        except SpecError as err:
-            return err.message
+        except SpecError as spec_error:
+            return spec_error.message
     lines = []
     for err in exc.errors():
         loc = [str(p) for p in err.get("loc", ())]

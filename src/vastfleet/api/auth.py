@@ -6,6 +6,7 @@ Compares in constant time and never echoes the token back. Knows nothing of agen
 from __future__ import annotations
 
 import hmac
+from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -20,7 +21,8 @@ def token_matches(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
-def require_user(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+def require_user(request: Request,
+                 credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
     if credentials is None or not credentials.credentials:
         raise Unauthorized("missing bearer token: send 'Authorization: Bearer <VASTFLEET_TOKEN>'")
     if not token_matches(credentials.credentials, request.app.state.ctx.token):

@@ -35,7 +35,9 @@ def priority_band(priority: int) -> str:
 
 
 class JobStoreCollector(Collector):
-    def __init__(self, store: StoreReader, clock: Callable[[], float] = time.time, pending_limit: int = 10000):
+    def __init__(
+        self, store: StoreReader, clock: Callable[[], float] = time.time, pending_limit: int = 10000
+    ):
         self.store = store
         self.clock = clock
         self.pending_limit = pending_limit
@@ -72,8 +74,13 @@ class JobStoreCollector(Collector):
         return (
             GaugeMetricFamily("vastfleet_jobstore_up", "1 when the last scrape could read the job store."),
             GaugeMetricFamily("vastfleet_jobs", "Jobs by state.", labels=["state"]),
-            GaugeMetricFamily("vastfleet_queue_depth", "PENDING jobs by priority band (high > 0, normal = 0, "
-                              "low < 0).", labels=["priority_band"]),
-            GaugeMetricFamily("vastfleet_queue_oldest_pending_age_seconds",
-                              "How long the longest-waiting PENDING job has waited (0 when none)."),
+            GaugeMetricFamily(
+                "vastfleet_queue_depth",
+                "PENDING jobs by priority band (high > 0, normal = 0, low < 0).",
+                labels=["priority_band"],
+            ),
+            GaugeMetricFamily(
+                "vastfleet_queue_oldest_pending_age_seconds",
+                "How long the longest-waiting PENDING job has waited (0 when none).",
+            ),
         )

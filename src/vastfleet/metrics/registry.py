@@ -56,7 +56,9 @@ def bid_kind(value: BidKind | str | bool | None) -> str:
 
 def word(value: str, what: str) -> str:
     if not _WORD.match(value):
-        raise ValueError(f"{what} {value!r} is not a short snake_case word (a metric label must stay bounded)")
+        raise ValueError(
+            f"{what} {value!r} is not a short snake_case word (a metric label must stay bounded)"
+        )
     return value
 
 
@@ -73,7 +75,9 @@ def status_code(code: int | str) -> str:
 class FleetMetrics:
     """The exporter's metrics on their own `CollectorRegistry` (`.registry`), safe to share across threads."""
 
-    def __init__(self, registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.clock = clock
         self._lock = threading.Lock()
@@ -86,72 +90,118 @@ class FleetMetrics:
         def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
             return Gauge(name, doc, labels, registry=r)
 
-        def histogram(name: str, doc: str, buckets: tuple[float, ...], labels: tuple[str, ...] = ()) -> Histogram:
+        def histogram(
+            name: str, doc: str, buckets: tuple[float, ...], labels: tuple[str, ...] = ()
+        ) -> Histogram:
             return Histogram(name, doc, labels, buckets=buckets, registry=r)
 
         self.build_info = gauge("vastfleet_build_info", "Always 1; the version as a label.", ("version",))
         self.build_info.labels(vastfleet.__version__).set(1)
 
         # --- scheduler and marketplace
-        self.pass_seconds = histogram("vastfleet_scheduler_pass_seconds", "Duration of one reconcile pass.",
-                                      PASS_BUCKETS)
-        self.last_pass = gauge("vastfleet_scheduler_last_pass_timestamp_seconds",
-                               "Unix time the last reconcile pass ended (0 before the first).")
-        self.market_requests = counter("vastfleet_market_requests_total",
-                                       "Marketplace API calls by operation and result code (2xx = success).",
-                                       ("operation", "code"))
-        self.market_seconds = histogram("vastfleet_market_request_seconds", "Marketplace API call duration.",
-                                        REQUEST_BUCKETS, ("operation",))
-        self.hosts_excluded = gauge("vastfleet_hosts_excluded",
-                                    "Hosts the scheduler currently excludes after failures.")
+        self.pass_seconds = histogram(
+            "vastfleet_scheduler_pass_seconds", "Duration of one reconcile pass.", PASS_BUCKETS
+        )
+        self.last_pass = gauge(
+            "vastfleet_scheduler_last_pass_timestamp_seconds",
+            "Unix time the last reconcile pass ended (0 before the first).",
+        )
+        self.market_requests = counter(
+            "vastfleet_market_requests_total",
+            "Marketplace API calls by operation and result code (2xx = success).",
+            ("operation", "code"),
+        )
+        self.market_seconds = histogram(
+            "vastfleet_market_request_seconds",
+            "Marketplace API call duration.",
+            REQUEST_BUCKETS,
+            ("operation",),
+        )
+        self.hosts_excluded = gauge(
+            "vastfleet_hosts_excluded", "Hosts the scheduler currently excludes after failures."
+        )
 
         # --- fleet (pushed by the scheduler after each observation of the marketplace)
-        self.instances = gauge("vastfleet_instances", "Our instances by marketplace status, GPU model, bid kind.",
-                               ("status", "gpu_model", "bid_kind"))
-        self.fleet_rate = gauge("vastfleet_fleet_spend_rate_dollars_per_hour",
-                                "What the fleet costs per hour right now (compute).", ("gpu_model", "bid_kind"))
-        self.stopped = gauge("vastfleet_stopped_instances",
-                             "Instances of ours in the stopped state; they bill disk forever and must stay 0.")
-        self.heartbeat_age = gauge("vastfleet_heartbeat_age_max_seconds",
-                                   "Age of the oldest last heartbeat among running jobs (0 when none runs).")
-        self.running_gpus = gauge("vastfleet_fleet_gpus", "GPUs rented by the fleet, by GPU model.",
-                                  ("gpu_model",))
+        self.instances = gauge(
+            "vastfleet_instances",
+            "Our instances by marketplace status, GPU model, bid kind.",
+            ("status", "gpu_model", "bid_kind"),
+        )
+        self.fleet_rate = gauge(
+            "vastfleet_fleet_spend_rate_dollars_per_hour",
+            "What the fleet costs per hour right now (compute).",
+            ("gpu_model", "bid_kind"),
+        )
+        self.stopped = gauge(
+            "vastfleet_stopped_instances",
+            "Instances of ours in the stopped state; they bill disk forever and must stay 0.",
+        )
+        self.heartbeat_age = gauge(
+            "vastfleet_heartbeat_age_max_seconds",
+            "Age of the oldest last heartbeat among running jobs (0 when none runs).",
+        )
+        self.running_gpus = gauge(
+            "vastfleet_fleet_gpus", "GPUs rented by the fleet, by GPU model.", ("gpu_model",)
+        )
 
         # --- money
-        self.spend_total = counter("vastfleet_spend_dollars_total", "Dollars spent by kind, GPU model, bid kind.",
-                                   ("kind", "gpu_model", "bid_kind"))
-        self.on_demand_total = counter("vastfleet_on_demand_equivalent_dollars_total",
-                                       "What the same compute would have cost at on-demand prices.",
-                                       ("gpu_model", "bid_kind"))
+        self.spend_total = counter(
+            "vastfleet_spend_dollars_total",
+            "Dollars spent by kind, GPU model, bid kind.",
+            ("kind", "gpu_model", "bid_kind"),
+        )
+        self.on_demand_total = counter(
+            "vastfleet_on_demand_equivalent_dollars_total",
+            "What the same compute would have cost at on-demand prices.",
+            ("gpu_model", "bid_kind"),
+        )
         self.budget_total = gauge("vastfleet_budget_total_dollars", "The fleet's total spend cap (0 = none).")
         self.budget_hourly = gauge("vastfleet_budget_hourly_cap_dollars", "The fleet's $/h cap (0 = none).")
+        self.budget_spent = gauge(
+            "vastfleet_budget_spent_dollars",
+            "Spend counted against the total cap, from the budget guard's durable record "
+            "(survives restarts, unlike the counters).",
+        )
 
         # --- jobs
         self.submitted = counter("vastfleet_jobs_submitted_total", "Jobs submitted.")
-        self.finished = counter("vastfleet_jobs_finished_total", "Jobs that reached a terminal state.",
-                                ("state",))
-        self.job_cost = histogram("vastfleet_job_cost_dollars", "Total cost of each finished job.", COST_BUCKETS,
-                                  ("state",))
-        self.wait_seconds = histogram("vastfleet_job_wait_seconds",
-                                      "Time an attempt waited from PENDING to RUNNING.", WAIT_BUCKETS)
+        self.finished = counter(
+            "vastfleet_jobs_finished_total", "Jobs that reached a terminal state.", ("state",)
+        )
+        self.job_cost = histogram(
+            "vastfleet_job_cost_dollars", "Total cost of each finished job.", COST_BUCKETS, ("state",)
+        )
+        self.wait_seconds = histogram(
+            "vastfleet_job_wait_seconds", "Time an attempt waited from PENDING to RUNNING.", WAIT_BUCKETS
+        )
 
         # --- interruptions and recovery
-        self.preemptions = counter("vastfleet_preemptions_total",
-                                   "Runs interrupted, by GPU model and kind (outbid, host_offline, stuck...).",
-                                   ("gpu_model", "kind"))
-        self.recovery_seconds = histogram("vastfleet_recovery_seconds",
-                                          "Time from an interruption to the job running again.", RECOVERY_BUCKETS)
-        self.lost_gpu_seconds = counter("vastfleet_work_lost_gpu_seconds_total",
-                                 "GPU-seconds of work lost since the last checkpoint at interruptions.",
-                                 ("gpu_model",))
+        self.preemptions = counter(
+            "vastfleet_preemptions_total",
+            "Runs interrupted, by GPU model and kind (outbid, host_offline, stuck...).",
+            ("gpu_model", "kind"),
+        )
+        self.recovery_seconds = histogram(
+            "vastfleet_recovery_seconds",
+            "Time from an interruption to the job running again.",
+            RECOVERY_BUCKETS,
+        )
+        self.lost_gpu_seconds = counter(
+            "vastfleet_work_lost_gpu_seconds_total",
+            "GPU-seconds of work lost since the last checkpoint at interruptions.",
+            ("gpu_model",),
+        )
 
         # --- checkpoints
         self.ckpt_bytes = counter("vastfleet_checkpoint_upload_bytes_total", "Checkpoint bytes uploaded.")
-        self.ckpt_seconds = histogram("vastfleet_checkpoint_upload_seconds",
-                                      "Duration of a checkpoint upload, first file to committed manifest.",
-                                      UPLOAD_BUCKETS)
-        self.ckpt_failures = counter("vastfleet_checkpoint_upload_failures_total",
-                                     "Checkpoint uploads or commits that failed.")
+        self.ckpt_seconds = histogram(
+            "vastfleet_checkpoint_upload_seconds",
+            "Duration of a checkpoint upload, first file to committed manifest.",
+            UPLOAD_BUCKETS,
+        )
+        self.ckpt_failures = counter(
+            "vastfleet_checkpoint_upload_failures_total", "Checkpoint uploads or commits that failed."
+        )
 
         # Counters a dashboard divides by exist from the start at zero: a zero there is a real answer.
         self.stopped.set(0)
@@ -219,8 +269,14 @@ class FleetMetrics:
 
     # --- money -----------------------------------------------------------------------------------------
 
-    def spend(self, dollars: float, kind: str, gpu_model: str | None, bid_kind_: BidKind | str | bool | None,
-              on_demand_dollars: float | None = None) -> None:
+    def spend(
+        self,
+        dollars: float,
+        kind: str,
+        gpu_model: str | None,
+        bid_kind_: BidKind | str | bool | None,
+        on_demand_dollars: float | None = None,
+    ) -> None:
         """Dollars billed. For compute, `on_demand_dollars` is what the same time would have cost on demand
         (None: the rental was on demand, so the same figure)."""
         if kind not in SPEND_KINDS:
@@ -233,9 +289,13 @@ class FleetMetrics:
             equivalent = dollars if on_demand_dollars is None else on_demand_dollars
             self.on_demand_total.labels(gpu, bk).inc(max(0.0, equivalent))
 
-    def set_budget(self, total_dollars: float | None, hourly_cap_dollars: float | None) -> None:
+    def set_budget(
+        self, total_dollars: float | None, hourly_cap_dollars: float | None, spent_dollars: float
+    ) -> None:
+        """The budget guard's caps (None = no cap) and what it has counted as spent so far."""
         self.budget_total.set(total_dollars or 0.0)
         self.budget_hourly.set(hourly_cap_dollars or 0.0)
+        self.budget_spent.set(max(0.0, spent_dollars))
 
     # --- jobs ------------------------------------------------------------------------------------------
 
@@ -281,5 +341,3 @@ def _status(value: str | None) -> str:
         return InstanceStatus(text).value
     except ValueError:
         return InstanceStatus.unknown.value
-
-

@@ -16,10 +16,11 @@ from __future__ import annotations
 import base64
 import builtins
 import json
+import re
 import secrets
 import time
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import redis
@@ -32,7 +33,7 @@ from vastfleet.spec.job import CheckpointRef, Job, JobEvent, JobState
 from vastfleet.spec.jobspec import JobSpec
 
 # Fields only their own method writes: identity, the state machine's, and the forward-only checkpoint.
-_PROTECTED = frozenset({"id", "spec", "state", "epoch", "submitted_at", "updated_at", "reason", "latest_checkpoint"})
+_PROTECTED = frozenset({"id", "spec", "state", "epoch", "submitted_at", "updated_at", "latest_checkpoint"})
 
 SUBMIT_LUA = """
 local job, jobs, pending_index, pending, seq, stream, all_events = unpack(KEYS)
@@ -98,9 +99,9 @@ return event_id
 """
 
 
-@lru_cache(maxsize=None)
+@cache
 def _adapter(name: str) -> TypeAdapter[Any]:
-    return TypeAdapter(Job.model_fields[name].annotation)
+    return TypeAdapter(Job.model_fields[name].annotation)  # type: ignore[arg-type]
 
 
 def encode_field(name: str, value: Any) -> str:
@@ -116,6 +117,9 @@ def encode_field(name: str, value: Any) -> str:
 
 def decode_job(raw: dict[str, str]) -> Job:
     return Job.model_validate({k: json.loads(v) for k, v in raw.items() if not k.startswith("_")})
+
+
+_STREAM_ID = re.compile(r"\d{1,20}(-\d{1,20})?")
 
 
 def _text(value: Any) -> str:
@@ -238,6 +242,8 @@ class JobStore:
 
     def events(self, job_id: str, after: str | None = None, limit: int = 1000) -> builtins.list[JobEvent]:
         """The job's events oldest first; `after` is an event id already seen (exclusive)."""
+        if after is not None and not _STREAM_ID.fullmatch(after):
+            raise BadInput(f"{after!r} is not an event id (like 1700000000000-0)")
         pipe = self.redis.pipeline(transaction=False)
         pipe.exists(self.keys.job(job_id))
         pipe.xrange(self.keys.events(job_id), min="-" if after is None else f"({after}", max="+", count=limit)

@@ -120,6 +120,10 @@ class Observation:
         return (inst.actual_status or "").lower() if inst is not None else ""
 
     @property
+    def intended_stopped(self) -> bool:
+        return self.instance is not None and (self.instance.intended_status or "").lower() == "stopped"
+
+    @property
     def paused_status(self) -> bool:
         inst = self.instance
         if inst is None:
@@ -152,6 +156,9 @@ def _v(health: Health, reason: str, cause: Cause | None = None) -> Make:
 
 def _paused_cause(o: Observation) -> Verdict:
     assert o.instance is not None
+    if _job(o).state == JobState.BOOTING and o.intended_stopped:
+        return Verdict(Health.interrupted, "created stopped (a bid below the offer's minimum?): it will not start",
+                       Cause.stuck_scheduling)
     if o.silent_for > o.timings.scheduling_timeout_s:
         return Verdict(Health.interrupted, f"paused ({o.status or 'stopped'}) for {o.silent_for:.0f}s, past the"
                        f" {o.timings.scheduling_timeout_s:.0f}s bound", Cause.stuck_scheduling)
@@ -190,7 +197,11 @@ RULES: tuple[Rule, ...] = (
          lambda o: Verdict(Health.interrupted, f"container {o.status} without an exit report"
                            + (f" ({o.instance.status_msg})" if o.instance and o.instance.status_msg else ""),
                            Cause.exited)),
-    Rule("paused", lambda o: o.paused_status and not o.fresh, _paused_cause),
+    # A booting attempt may sit in `scheduling` a moment while the host hands it the GPUs: only the bound
+    # ends it; a running one that shows paused was outbid (or stopped), and recovery decides.
+    Rule("paused", lambda o: o.paused_status and not o.fresh and (
+        _job(o).state == JobState.RUNNING or o.silent_for > o.timings.scheduling_timeout_s
+        or o.intended_stopped), _paused_cause),
     Rule("boot-timeout",
          lambda o: _job(o).state == JobState.BOOTING and o.current_beat is None
          and o.silent_for > o.timings.boot_timeout_s,

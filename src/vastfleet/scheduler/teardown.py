@@ -40,7 +40,8 @@ class Gate:
 
 
 def may_destroy(verdict: Verdict, job: Job | None, beat: Beat | None, now: float,
-                timings: Timings = Timings()) -> Gate:
+                timings: Timings | None = None) -> Gate:
+    timings = timings or Timings()
     if verdict.health == Health.orphan:
         return Gate(True, f"orphan: {verdict.reason}")
     if verdict.health != Health.dead:

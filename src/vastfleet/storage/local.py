@@ -28,8 +28,13 @@ BLOB_ROUTE = "/v1/blobs/"
 
 
 class LocalCheckpointStore:
-    def __init__(self, root: str | Path, secret: bytes | str, base_url: str = "",
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        secret: bytes | str,
+        base_url: str = "",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self._secret = secret.encode() if isinstance(secret, str) else bytes(secret)
@@ -44,8 +49,12 @@ class LocalCheckpointStore:
     def presign_put(self, key: str, size: int, sha256: str, expires_s: int = 3600) -> str:
         self.path_for(key)  # refuse a bad key now, not when the agent calls
         exp = int(self.clock() + expires_s)
-        query = {"exp": exp, "size": int(size), "sha256": sha256,
-                 "sig": self._sign("PUT", key, exp, int(size), sha256)}
+        query = {
+            "exp": exp,
+            "size": int(size),
+            "sha256": sha256,
+            "sig": self._sign("PUT", key, exp, int(size), sha256),
+        }
         return self._url(key, query)
 
     def put_headers(self, key: str, size: int, sha256: str) -> dict[str, str]:
@@ -90,8 +99,9 @@ class LocalCheckpointStore:
             raise BadInput("bad storage key")
         return path
 
-    def check_signature(self, method: str, key: str, exp: int, sig: str, size: int | None = None,
-                        sha256: str | None = None) -> None:
+    def check_signature(
+        self, method: str, key: str, exp: int, sig: str, size: int | None = None, sha256: str | None = None
+    ) -> None:
         """Raise Forbidden unless the URL was signed by us for exactly this request and is unexpired."""
         want = self._sign(method, key, exp, size, sha256)
         if not hmac.compare_digest(want, sig):
@@ -110,7 +120,9 @@ class LocalCheckpointStore:
         got_size, got_sha = sha256_file(tmp)
         if got_size != size or got_sha != sha256:
             tmp.unlink(missing_ok=True)
-            raise ChecksumMismatch(f"upload of {key.rsplit('/', 1)[-1]!r} does not match its signed size and sha256")
+            raise ChecksumMismatch(
+                f"upload of {key.rsplit('/', 1)[-1]!r} does not match its signed size and sha256"
+            )
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, self.path_for(key))
@@ -126,7 +138,9 @@ class LocalCheckpointStore:
     def _sign(self, method: str, key: str, exp: int, size: int | None, sha256: str | None) -> str:
         if sha256 is not None and not SHA256_HEX.match(sha256):
             raise BadInput("sha256 must be 64 lowercase hexadecimal characters")
-        msg = "\n".join([method.upper(), key, str(int(exp)), "" if size is None else str(int(size)), sha256 or ""])
+        msg = "\n".join(
+            [method.upper(), key, str(int(exp)), "" if size is None else str(int(size)), sha256 or ""]
+        )
         return hmac.new(self._secret, msg.encode(), hashlib.sha256).hexdigest()
 
     def _url(self, key: str, query: dict[str, object]) -> str:

@@ -83,8 +83,9 @@ def check_relpath(rel: str) -> str:
     return rel
 
 
-def parse_manifest(data: object, *, max_files: int = DEFAULT_MAX_FILES,
-                   max_bytes: int = DEFAULT_MAX_BYTES) -> Manifest:
+def parse_manifest(
+    data: object, *, max_files: int = DEFAULT_MAX_FILES, max_bytes: int = DEFAULT_MAX_BYTES
+) -> Manifest:
     """Validate a manifest sent by an agent; every refusal is a BadInput with a readable message."""
     try:
         manifest = Manifest.model_validate(data)

@@ -28,11 +28,20 @@ _MISSING = {"404", "NoSuchKey", "NotFound"}
 
 
 class S3CheckpointStore:
-    def __init__(self, bucket: str, *, endpoint_url: str | None = None, region: str | None = None,
-                 key_prefix: str = "", verify: Literal["read", "checksum"] = "read",
-                 checksum_header: bool = True, access_key_id: str | None = None,
-                 secret_access_key: str | None = None, addressing_style: str = "path",
-                 client: Any | None = None) -> None:
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        key_prefix: str = "",
+        verify: Literal["read", "checksum"] = "read",
+        checksum_header: bool = True,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        addressing_style: str = "path",
+        client: Any | None = None,
+    ) -> None:
         if not bucket:
             raise BadInput("an S3 checkpoint store needs a bucket name")
         if verify not in ("read", "checksum"):
@@ -42,12 +51,17 @@ class S3CheckpointStore:
         self.verify = verify
         self.checksum_header = checksum_header
         self.client = client or boto3.client(
-            "s3", endpoint_url=endpoint_url, region_name=region or "us-east-1",
-            aws_access_key_id=access_key_id, aws_secret_access_key=secret_access_key,
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region or "us-east-1",
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
             config=Config(
-                signature_version="s3v4", s3={"addressing_style": addressing_style},
+                signature_version="s3v4",
+                s3={"addressing_style": addressing_style},
                 # Presigned URLs must not carry SDK-computed checksums of an empty body.
-                request_checksum_calculation="when_required", response_checksum_validation="when_required",
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
                 retries={"max_attempts": 5, "mode": "standard"},
             ),
         )
@@ -62,8 +76,12 @@ class S3CheckpointStore:
     # --- the CheckpointStore protocol ---------------------------------------------------------------
 
     def presign_put(self, key: str, size: int, sha256: str, expires_s: int = 3600) -> str:
-        params: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(key), "Metadata": {"sha256": sha256},
-                                  "ContentType": "application/octet-stream"}
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": self._key(key),
+            "Metadata": {"sha256": sha256},
+            "ContentType": "application/octet-stream",
+        }
         if self.checksum_header:
             params["ChecksumSHA256"] = _b64(sha256)
         url = self._call(self.client.generate_presigned_url, "put_object", Params=params, ExpiresIn=expires_s)
@@ -77,7 +95,9 @@ class S3CheckpointStore:
 
     def presign_get(self, key: str, expires_s: int = 3600) -> str:
         params = {"Bucket": self.bucket, "Key": self._key(key)}
-        return str(self._call(self.client.generate_presigned_url, "get_object", Params=params, ExpiresIn=expires_s))
+        return str(
+            self._call(self.client.generate_presigned_url, "get_object", Params=params, ExpiresIn=expires_s)
+        )
 
     def stat(self, key: str) -> tuple[int, str] | None:
         try:
@@ -90,7 +110,12 @@ class S3CheckpointStore:
             raise StorageError(f"S3 unreachable: {type(exc).__name__}") from None
         size = int(head["ContentLength"])
         reported = head.get("ChecksumSHA256")
-        if self.verify == "checksum" and reported and "-" not in reported and head.get("ChecksumType") != "COMPOSITE":
+        if (
+            self.verify == "checksum"
+            and reported
+            and "-" not in reported
+            and head.get("ChecksumType") != "COMPOSITE"
+        ):
             try:
                 return size, base64.b64decode(reported).hex()
             except (binascii.Error, ValueError):
@@ -104,8 +129,10 @@ class S3CheckpointStore:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
                 keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
                 for i in range(0, len(keys), 1000):
-                    self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys[i:i + 1000], "Quiet": True})
-                    count += len(keys[i:i + 1000])
+                    self.client.delete_objects(
+                        Bucket=self.bucket, Delete={"Objects": keys[i : i + 1000], "Quiet": True}
+                    )
+                    count += len(keys[i : i + 1000])
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(f"S3 delete under a checkpoint prefix failed: {type(exc).__name__}") from None
         return count

@@ -1,0 +1,401 @@
+"""The whole control plane in one process, built from `Settings` (env prefix VASTFLEET_).
+
+`build_runtime(settings) -> Runtime`; `Runtime.start()` brings up, in order: Redis (the given URL; else an
+embedded `redis-server` child when one is on the PATH; else an in-process fakeredis, with a LOUD warning:
+nothing survives a restart), the JobStore, the marketplace adapter, the checkpoint store (a local directory
+served by the API), the API (users + agents + /metrics) on a thread, the RQ action worker(s) on threads,
+and the scheduler loop on a thread. `Runtime.stop()` stops them in reverse order and ends every child it
+started. Each part can be switched off (`run_api`, `run_scheduler`, `workers=0`) so that a deployment, or a
+test that kills the scheduler with SIGKILL, runs them in separate processes sharing one Redis.
+
+`python -m vastfleet.runtime` runs it in the foreground from the environment until SIGTERM/SIGINT.
+Never holds scheduling logic; never imports `vastfleet.sim`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from vastfleet.agent.tokens import TokenSigner
+from vastfleet.api.agent_routes import AgentHooks, AgentSettings, agent_router
+from vastfleet.api.app import create_app
+from vastfleet.api.context import ApiContext
+from vastfleet.api.serve import ServerThread
+from vastfleet.errors import VastfleetError
+from vastfleet.market.protocol import Marketplace
+from vastfleet.queue import JobStore
+from vastfleet.queue.actions import ACTION_QUEUES, raw_connection
+from vastfleet.scheduler import actions as act
+from vastfleet.scheduler.labels import label_for
+from vastfleet.scheduler.loop import LoopConfig, SchedulerLoop
+from vastfleet.scheduler.plan import PlanParams
+from vastfleet.scheduler.supervise import Timings
+from vastfleet.spec.job import Job
+from vastfleet.spec.market import CreateRequest
+from vastfleet.storage.local import LocalCheckpointStore
+
+log = logging.getLogger("vastfleet.runtime")
+
+
+class Settings(BaseSettings):
+    """Every knob of the control plane. Production defaults; tests and the demo pass small timings."""
+
+    model_config = SettingsConfigDict(env_prefix="VASTFLEET_", extra="ignore", populate_by_name=True)
+
+    redis_url: str | None = None  # None: embedded redis-server child, else fakeredis (loud warning)
+    prefix: str = "vf"
+    data_dir: Path | None = None  # embedded Redis data and local checkpoints; None: a temporary directory
+    # API
+    run_api: bool = True
+    api_host: str = "127.0.0.1"
+    api_port: int = 8765  # 0: a free port
+    # the users' bearer token (VASTFLEET_TOKEN, as the CLI reads it); empty: generated for this run only
+    api_token: str = Field(default="", validation_alias=AliasChoices("api_token", "VASTFLEET_TOKEN", "VASTFLEET_API_TOKEN"))
+    public_url: str | None = None  # how instances reach the API; default http://api_host:port
+    # marketplace
+    vast_api_key: str = ""  # empty: VAST_API_KEY or the vastai key file, server from VASTFLEET_MARKET_URL
+    vast_url: str = "https://console.vast.ai"  # with vast_api_key
+    # secrets of the control plane (never sent to an instance)
+    agent_secret: str = Field(default_factory=lambda: secrets.token_hex(24))
+    storage_secret: str = Field(default_factory=lambda: secrets.token_hex(24))
+    checkpoint_dir: Path | None = None  # the local store (default: <data_dir>/checkpoints)
+    s3_bucket: str = ""  # set: checkpoints in this S3-compatible bucket (credentials: the usual AWS_* env)
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_prefix: str = ""
+    # scheduler
+    run_scheduler: bool = True
+    workers: int = 2  # RQ action worker threads (0: none in this process); creates are dequeued first
+    inline_actions: bool = False  # run create/destroy in the loop's thread instead of RQ
+    pass_interval_s: float = 5.0
+    lease_ttl_s: float = 30.0
+    heartbeat_interval_s: float = 5.0  # told to the agent
+    heartbeat_lost_s: float = 60.0
+    boot_timeout_s: float = 900.0
+    scheduling_timeout_s: float = 600.0
+    outbid_wait_s: float = 120.0
+    gone_grace_s: float = 30.0
+    create_lock_s: float = 120.0  # one create call's bound; a create killed mid-way is re-driven after this
+    action_requeue_s: float = 60.0  # a queued action no worker took in this long is queued again
+    checkpoint_interval_s: float = 600.0  # for `interval: auto` until the policy's cadence is wired
+    agent_poll_s: float = 1.0
+    log_level: str = "INFO"
+
+    def timings(self) -> Timings:
+        return Timings(heartbeat_lost_s=self.heartbeat_lost_s, boot_timeout_s=self.boot_timeout_s,
+                       scheduling_timeout_s=self.scheduling_timeout_s, gone_grace_s=self.gone_grace_s)
+
+
+class EmbeddedRedis:
+    """A `redis-server` child on a free loopback port, in its own process group, killed at stop."""
+
+    def __init__(self, workdir: Path) -> None:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> EmbeddedRedis:
+        binary = shutil.which("redis-server")
+        assert binary is not None
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir), "--save", "",
+             "--appendonly", "yes", "--daemonize", "no", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        atexit.register(self.stop)  # even a crash of the embedding process must not leave the child behind
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("the embedded redis-server did not start") from None
+                time.sleep(0.05)
+        client.close()
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+
+def _quiet_worker_class() -> Any:
+    """An RQ SimpleWorker that runs in a thread: no signal handlers (main thread only), timer timeouts."""
+    from rq import SimpleWorker
+    from rq.timeouts import TimerDeathPenalty
+
+    class ThreadWorker(SimpleWorker):
+        death_penalty_class = TimerDeathPenalty
+
+        def _install_signal_handlers(self) -> None:
+            return None
+
+    return ThreadWorker
+
+
+class Runtime:
+    def __init__(self, settings: Settings, market: Marketplace | None = None) -> None:
+        self.settings = settings
+        self._market = market
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.embedded: EmbeddedRedis | None = None
+        self.redis: redis.Redis | None = None
+        self.store: JobStore | None = None
+        self.market: Marketplace | None = None
+        self.ckpt: Any = None  # LocalCheckpointStore or S3CheckpointStore
+        self.tokens = TokenSigner(settings.agent_secret)
+        self.server: ServerThread | None = None
+        self.loop: SchedulerLoop | None = None
+        self.ctx: act.ActionContext | None = None
+        self.metrics: Any = None
+        self.api_token = settings.api_token or secrets.token_urlsafe(24)
+        self.context_key = settings.prefix  # RQ jobs name it; every process of one control plane registers it
+        self._workers: list[tuple[threading.Thread, threading.Event, Any]] = []
+        self.public_url = settings.public_url or ""
+        self.redis_kind = ""
+
+    # --- parts ------------------------------------------------------------------------------------------
+
+    def _data_dir(self) -> Path:
+        if self.settings.data_dir is not None:
+            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+            return self.settings.data_dir
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="vastfleet-")
+        return Path(self._tmp.name)
+
+    def _connect_redis(self) -> redis.Redis:
+        if self.settings.redis_url:
+            self.redis_kind = "external"
+            return redis.Redis.from_url(self.settings.redis_url, decode_responses=True)
+        if shutil.which("redis-server"):
+            self.embedded = EmbeddedRedis(self._data_dir() / "redis").start()
+            self.redis_kind = "embedded redis-server"
+            return redis.Redis.from_url(self.embedded.url, decode_responses=True)
+        import fakeredis
+
+        banner = "!" * 100
+        log.warning("%s\nNO redis-server ON THE PATH: using an IN-PROCESS FAKE REDIS. Nothing survives a restart;"
+                    " not for production (install redis-server or set VASTFLEET_REDIS_URL).\n%s", banner, banner)
+        print("WARNING: no redis-server on the PATH; using an in-process fake Redis (nothing persists)",
+              file=sys.stderr)
+        self.redis_kind = "fakeredis (in-process, NOT persistent)"
+        return fakeredis.FakeRedis(decode_responses=True)
+
+    def _build_market(self) -> Marketplace:
+        if self._market is not None:
+            return self._market
+        from vastfleet.market.config import marketplace_from_env
+        from vastfleet.market.vast import VastMarketplace
+
+        on_call = getattr(self.metrics, "market_call", None)
+        if not self.settings.vast_api_key:
+            # Where the vastai package looks: VAST_API_KEY, then its key file; VASTFLEET_MARKET_URL for the server.
+            return marketplace_from_env(on_call=on_call)
+        return VastMarketplace(self.settings.vast_api_key, self.settings.vast_url, on_call=on_call)
+
+    def build_request(self, job: Job, epoch: int, bid: float | None) -> CreateRequest:
+        """What to rent for (job, epoch): the image, the onstart with the agent and its per-attempt token."""
+        label = label_for(job.id, epoch, self.settings.prefix)
+        token = self.tokens.issue(job.id, epoch, label)
+        onstart, env = _onstart(self.public_url, job, epoch, token)
+        return CreateRequest(image=job.spec.image, disk_gb=job.spec.resources.disk_gb, label=label,
+                             onstart=onstart, env=env, ports=list(job.spec.ports), bid=bid)
+
+    # --- lifecycle --------------------------------------------------------------------------------------
+
+    def start(self) -> Runtime:
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()  # a half-started control plane leaves nothing running
+            raise
+
+    def _start(self) -> Runtime:
+        s = self.settings
+        logging.getLogger("vastfleet").setLevel(s.log_level.upper())
+        self.redis = self._connect_redis()
+        self.store = JobStore(self.redis, prefix=s.prefix)
+        try:
+            from vastfleet.metrics import FleetMetrics
+
+            self.metrics = FleetMetrics()
+            self.metrics.attach_store(self.store)
+        except Exception:
+            log.warning("metrics unavailable", exc_info=True)
+            self.metrics = None
+        split = not (s.run_api and (s.run_scheduler or s.workers))
+        for secret in ("agent_secret", "storage_secret"):
+            if split and secret not in s.model_fields_set:
+                log.warning("VASTFLEET_%s is not set: a random one is used, which the other processes of this"
+                            " control plane cannot share (agents' tokens will not verify)", secret.upper())
+        if s.run_api and not s.api_token:
+            log.warning("VASTFLEET_TOKEN is not set: the API uses a one-off random token (not shown); set"
+                        " VASTFLEET_TOKEN to call it from the CLI")
+        if s.run_api:
+            if s.s3_bucket:
+                from vastfleet.storage.s3 import S3CheckpointStore
+
+                self.ckpt = S3CheckpointStore(s.s3_bucket, endpoint_url=s.s3_endpoint_url, region=s.s3_region,
+                                              key_prefix=s.s3_prefix)
+            else:
+                self.ckpt = LocalCheckpointStore(s.checkpoint_dir or self._data_dir() / "checkpoints",
+                                                 s.storage_secret)
+            hooks = AgentHooks(checkpoint_interval=lambda job: s.checkpoint_interval_s)
+            agent = agent_router(self.store, self.ckpt, self.tokens, hooks,
+                                 AgentSettings(heartbeat_interval_s=s.heartbeat_interval_s,
+                                               default_checkpoint_interval_s=s.checkpoint_interval_s,
+                                               poll_interval_s=s.agent_poll_s))
+            metrics_app = None
+            if self.metrics is not None:
+                from vastfleet.metrics import metrics_asgi_app
+
+                metrics_app = metrics_asgi_app(self.metrics)
+            app = create_app(ApiContext(store=self.store, token=self.api_token, agent_router=agent,
+                                        metrics_app=metrics_app))
+            self.server = ServerThread(app, s.api_host, s.api_port).start()
+            self.public_url = s.public_url or self.server.url
+            if isinstance(self.ckpt, LocalCheckpointStore):
+                self.ckpt.base_url = self.public_url.rstrip("/")
+        if s.run_scheduler or s.workers:
+            self.market = self._build_market()
+            self.ctx = act.ActionContext(store=self.store, market=self.market, redis=self.redis,
+                                         build_request=self.build_request, prefix=s.prefix,
+                                         create_lock_s=s.create_lock_s)
+            act.register(self.context_key, self.ctx)
+        for i in range(s.workers if not s.inline_actions else 0):
+            self._start_worker(i)
+        if s.run_scheduler:
+            assert self.ctx is not None and self.market is not None
+            params = PlanParams(timings=s.timings(), outbid_wait_s=s.outbid_wait_s, label_prefix=s.prefix)
+            self.loop = SchedulerLoop(self.store, self.market, self.redis, self.ctx,
+                                      config=LoopConfig(interval_s=s.pass_interval_s, lease_ttl_s=s.lease_ttl_s,
+                                                        params=params),
+                                      inline=s.inline_actions, context_key=self.context_key, metrics=self.metrics,
+                                      requeue_s=s.action_requeue_s)
+            self.loop.start()
+        return self
+
+    def _start_worker(self, index: int) -> None:
+        assert self.redis is not None
+        from rq import Queue
+
+        conn = raw_connection(self.redis)
+        queues = [Queue(name, connection=conn) for name in ACTION_QUEUES]
+        worker = _quiet_worker_class()(queues, connection=conn, name=f"{self.context_key}-{secrets.token_hex(3)}-w{index}")
+        stop = threading.Event()
+
+        def run() -> None:
+            while not stop.is_set():
+                try:
+                    worker.work(burst=True, logging_level="WARNING")
+                except Exception:
+                    log.exception("action worker failed")
+                stop.wait(0.1)
+
+        thread = threading.Thread(target=run, name=f"vastfleet-worker-{index}", daemon=True)
+        thread.start()
+        self._workers.append((thread, stop, worker))
+
+    def stop(self) -> None:
+        if self.loop is not None:
+            self.loop.stop()
+        for _, stop, worker in self._workers:
+            stop.set()
+            worker._stop_requested = True  # RQ's own flag: ends its loop after the job in hand
+        for thread, _, _ in self._workers:
+            thread.join(10)
+        self._workers.clear()
+        act.unregister(self.context_key)
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        if self.redis is not None:
+            try:
+                self.redis.close()
+            except Exception:
+                log.debug("closing redis failed", exc_info=True)
+        if self.embedded is not None:
+            self.embedded.stop()
+            self.embedded = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> Runtime:  # noqa: PYI034
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _onstart(api_url: str, job: Job, epoch: int, token: str) -> tuple[str, dict[str, str]]:
+    """The onstart command and the instance env. The agent token travels in the env given at create time
+    (the onstart text is stored by the platform and must hold no secret)."""
+    from vastfleet.agent.onstart import agent_env, build_onstart
+
+    return build_onstart(api_url), agent_env(api_url, token, job.id, epoch)
+
+
+def build_runtime(settings: Settings | None = None, market: Marketplace | None = None) -> Runtime:
+    return Runtime(settings or Settings(), market)
+
+
+def serve_forever(settings: Settings | None = None) -> int:
+    """Run the control plane in the foreground until SIGTERM/SIGINT (what `vastfleet server` runs)."""
+    runtime = build_runtime(settings)
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    runtime.start()
+    log.info("vastfleet control plane up (redis: %s, api: %s, scheduler: %s, workers: %s)", runtime.redis_kind,
+             runtime.public_url or "off", "on" if runtime.loop else "off", len(runtime._workers))
+    try:
+        stopping.wait()
+    finally:
+        runtime.stop()
+    return 0
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return serve_forever()
+    except VastfleetError as exc:
+        print(f"vastfleet: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

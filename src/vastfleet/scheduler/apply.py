@@ -1,0 +1,134 @@
+"""The one applier: executes a `Plan` in order. Transitions go through the JobStore only (epoch-fenced);
+creates and destroys go to RQ action workers, or run inline (`inline=True`: tests, the single-process demo).
+
+A refused transition (StaleEpoch, IllegalTransition: the world moved since the snapshot) is not an error:
+the rest of that job's actions are skipped and the next pass re-decides from what it reads then. A destroy
+is first written as a durable obligation, then driven; a create is enqueued at most once per attempt while
+one is queued (the action itself holds the per-attempt lock that makes a second one harmless).
+
+The applier checks the leader's fencing token (`fence()`) before it starts and before every marketplace
+action, so a deposed leader stops acting as soon as it can know. Never decides anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from rq import Retry
+
+from vastfleet.errors import IllegalTransition, NotFound, RetryLater, StaleEpoch, VastfleetError
+from vastfleet.queue.actions import CREATE, DESTROY, action_queue
+from vastfleet.scheduler import actions as act
+from vastfleet.scheduler.plan import Create, Destroy, Forget, Plan, RaiseBid, Transition
+from vastfleet.spec.job import JobState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Applied:
+    transitions: int = 0
+    refused: int = 0
+    creates: int = 0
+    destroys: int = 0
+    forgotten: int = 0
+    bids: int = 0
+    errors: list[str] = field(default_factory=list)
+    transitioned: list[tuple[str, JobState, str]] = field(default_factory=list)  # (job, to, reason)
+
+
+class Applier:
+    def __init__(self, ctx: act.ActionContext, *, inline: bool = False, context_key: str = "default",
+                 queue_ttl_s: float = 60.0, fence: Callable[[], bool] = lambda: True,
+                 retries: int = 3) -> None:
+        self.ctx = ctx
+        self.inline = inline
+        self.context_key = context_key
+        self.queue_ttl_s = queue_ttl_s  # a queued action not picked up in this long is driven again
+        self.fence = fence
+        self.retries = retries
+
+    def apply(self, plan: Plan) -> Applied:
+        done = Applied()
+        if not plan.actions:
+            return done
+        if not self.fence():
+            done.errors.append("lost the leader lease before applying")
+            return done
+        broken: set[str] = set()  # jobs whose chain a refused transition cut
+        for action in plan.actions:
+            job_id = getattr(action, "job_id", None)
+            if job_id is not None and job_id in broken and not isinstance(action, Destroy):
+                continue
+            try:
+                if isinstance(action, Transition):
+                    self._transition(action, done, broken)
+                    continue
+                if not self.fence():
+                    done.errors.append("lost the leader lease mid-plan")
+                    return done
+                if isinstance(action, Create):
+                    self._create(action, done)
+                elif isinstance(action, Destroy):
+                    self._destroy(action, done)
+                elif isinstance(action, Forget):
+                    act.forget_obligation(self.ctx, action.instance_id)
+                    done.forgotten += 1
+                elif isinstance(action, RaiseBid):
+                    self.ctx.market.change_bid(action.instance_id, action.price)
+                    self.ctx.market.start_instance(action.instance_id)
+                    self.ctx.store.update(action.job_id, expected_epoch=self.ctx.store.get(action.job_id).epoch,
+                                          bid=action.price)
+                    done.bids += 1
+            except (RetryLater, VastfleetError) as exc:
+                # One action failing must not stop the others; the next pass re-drives it.
+                log.warning("action %s failed: %s", type(action).__name__, exc)
+                done.errors.append(f"{type(action).__name__}: {exc}")
+                if job_id is not None:
+                    broken.add(job_id)
+        return done
+
+    def _transition(self, t: Transition, done: Applied, broken: set[str]) -> None:
+        try:
+            self.ctx.store.transition(t.job_id, t.to, t.reason, expected_epoch=t.expected_epoch, **dict(t.fields))
+        except (StaleEpoch, IllegalTransition) as exc:
+            log.info("transition %s -> %s refused: %s", t.job_id, t.to.value, exc)
+            done.refused += 1
+            broken.add(t.job_id)
+            return
+        log.info("job %s -> %s (epoch %s): %s", t.job_id, t.to.value, t.expected_epoch, t.reason)
+        done.transitions += 1
+        done.transitioned.append((t.job_id, t.to, t.reason))
+
+    def _create(self, c: Create, done: Applied) -> None:
+        r = self.ctx.redis
+        if not r.set(self.ctx.create_queued_key(c.job_id, c.epoch), "1", nx=True, px=int(self.queue_ttl_s * 1000)):
+            return  # one is queued already
+        done.creates += 1
+        if self.inline:
+            act.create(self.ctx, c.job_id, c.epoch, c.offer_id, c.bid)
+            return
+        action_queue(r, CREATE).enqueue(
+            act.create_instance, self.context_key, c.job_id, c.epoch, c.offer_id, c.bid,
+            retry=Retry(max=self.retries), job_timeout=int(self.ctx.create_lock_s),
+            description=f"create {c.job_id}/{c.epoch}",
+        )
+
+    def _destroy(self, d: Destroy, done: Applied) -> None:
+        if act.add_obligation(self.ctx, d.instance_id, d.job_id, d.epoch, d.reason) and d.job_id:  # durable first
+            try:  # the job's history says when and why its instance went
+                self.ctx.store.note(d.job_id, "teardown", d.reason, {"instance_id": d.instance_id, "epoch": d.epoch})
+            except NotFound:
+                pass
+        r = self.ctx.redis
+        if not r.set(self.ctx.destroy_queued_key(d.instance_id), "1", nx=True, px=int(self.queue_ttl_s * 1000)):
+            return
+        done.destroys += 1
+        log.info("destroy instance %s (%s)", d.instance_id, d.reason)
+        if self.inline:
+            act.destroy(self.ctx, d.instance_id)
+            return
+        action_queue(r, DESTROY).enqueue(act.destroy_instance, self.context_key, d.instance_id,
+                                         retry=Retry(max=self.retries), description=f"destroy {d.instance_id}")

@@ -1,0 +1,288 @@
+"""The reconcile loop: one leader at a time, each pass level-triggered and idempotent.
+
+A pass: hold the leader lease (a Redis lease with a fencing token) -> read both sides afresh (the jobs
+from the JobStore; ONE marketplace listing; the agents' heartbeats; the durable destroy obligations; offers
+only when a job is pending) -> `decide(snapshot, now)` -> the applier executes the plan, checking the
+fencing token before it acts. A failed listing is an observation error: the pass stops there and decides
+nothing (never "all gone"). A pass that raises is logged and the next one starts from scratch: nothing
+lives in memory between passes, so a scheduler killed at any point resumes by simply running again.
+
+Never changes a job's state but through the applier; never talks to RQ directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from vastfleet.api.heartbeats import last_heartbeat
+from vastfleet.errors import NotFound, VastfleetError
+from vastfleet.market.protocol import Marketplace
+from vastfleet.queue import JobStore, Lease
+from vastfleet.scheduler import actions as act
+from vastfleet.scheduler.apply import Applied, Applier
+from vastfleet.scheduler.labels import parse_label
+from vastfleet.scheduler.placement import Placer, default_placer
+from vastfleet.scheduler.plan import Create, Plan, PlanParams, Snapshot, decide, default_on_outbid
+from vastfleet.scheduler.supervise import Beat
+from vastfleet.spec.job import Job, JobState
+from vastfleet.spec.jobspec import Interruptible
+from vastfleet.spec.market import BidKind, Offer, OfferQuery
+
+log = logging.getLogger(__name__)
+
+# supervision causes -> the exporter's preemption kinds
+_METRIC_KIND = {"outbid": "outbid", "paused": "outbid", "stuck_scheduling": "stuck", "boot_timeout": "stuck",
+                "host_offline": "host_offline", "heartbeat_lost": "heartbeat_lost", "exited": "exited"}
+LIVE_STATES = (JobState.PENDING, JobState.PLACING, JobState.BOOTING, JobState.RUNNING, JobState.INTERRUPTED)
+
+
+@dataclass
+class PassResult:
+    leader: bool
+    observed: bool = False  # the listing succeeded
+    plan: Plan | None = None
+    applied: Applied | None = None
+    error: str | None = None
+    market_calls: int = 0
+
+
+@dataclass
+class LoopConfig:
+    interval_s: float = 5.0  # between passes; production default (tests: 0.5)
+    lease_ttl_s: float = 30.0  # a dead leader is replaced after this long
+    params: PlanParams = field(default_factory=PlanParams)
+    offer_limit: int = 50
+    max_backoff_s: float = 60.0  # a job no offer fits is searched for at most this rarely
+
+
+def queries_for(job: Job, limit: int = 50) -> list[OfferQuery]:
+    """The offer searches a pending job needs: bid and/or on-demand, by its interruptible setting."""
+    res = job.spec.resources
+    kinds = {Interruptible.never: [BidKind.on_demand], Interruptible.always: [BidKind.bid]}.get(
+        job.spec.interruptible, [BidKind.bid, BidKind.on_demand])
+    return [OfferQuery(gpu_names=list(res.gpu), num_gpus=res.gpus, min_gpu_ram_gb=res.min_gpu_ram_gb,
+                       min_cuda=res.min_cuda, min_disk_gb=res.disk_gb, min_reliability=res.min_reliability,
+                       min_direct_ports=res.direct_ports or None, min_inet_down_mbps=res.min_inet_down_mbps,
+                       max_dph=res.max_price_per_hour, verified=res.verified or None,
+                       geolocations=res.regions, kind=kind, limit=limit, disk_gb=res.disk_gb)
+            for kind in kinds]
+
+
+def beat_from(at: float, data: dict[str, Any], job: Job) -> Beat:
+    """The agent's heartbeat record as supervision reads it. `pending_uploads` (checkpoint directories written
+    but not yet committed) is read when the agent sends it; absent, it is unknown (None), never guessed."""
+    pending = data.get("pending_uploads")
+    inst = data.get("instance_id")
+    return Beat(at=float(data.get("at", at)), epoch=int(data.get("epoch", -1)),
+                instance_id=int(inst) if isinstance(inst, int) else None,
+                pending_uploads=int(pending) if isinstance(pending, int) else None)
+
+
+class CountingMarket:
+    """Counts the calls of one pass (the 'settled world makes no calls' check, and metrics)."""
+
+    def __init__(self, inner: Marketplace) -> None:
+        self.inner = inner
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return attr(*args, **kwargs)
+
+        return call
+
+
+class SchedulerLoop:
+    def __init__(self, store: JobStore, market: Marketplace, redis_client: redis.Redis, ctx: act.ActionContext,
+                 *, config: LoopConfig | None = None, inline: bool = False, context_key: str = "default",
+                 owner: str | None = None, clock: Callable[[], float] = time.time, placer: Placer | None = None,
+                 on_outbid: Any = None, metrics: Any = None, requeue_s: float = 60.0) -> None:
+        self.store = store
+        self.market = market
+        self.redis = redis_client
+        self.ctx = ctx
+        self.config = config or LoopConfig()
+        self.clock = clock
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.lease = Lease(redis_client, "scheduler", self.config.lease_ttl_s, clock=clock, prefix=ctx.prefix)
+        self.token: int | None = None
+        self.placer = placer or default_placer()
+        self.on_outbid = on_outbid or default_on_outbid
+        self.metrics = metrics
+        self.applier = Applier(ctx, inline=inline, context_key=context_key, fence=self._fenced,
+                               queue_ttl_s=requeue_s)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.passes = 0
+        self.last: PassResult | None = None
+        # Per-job backoff of offer searches for jobs no offer fits (memory only: an optimisation, not state).
+        self._backoff: dict[str, tuple[float, float]] = {}  # job id -> (next search at, current delay)
+
+    # --- leadership -----------------------------------------------------------------------------------
+
+    def _lead(self) -> bool:
+        if self.token is not None and self.lease.renew(self.owner, self.token):
+            return True
+        self.token = self.lease.acquire(self.owner)
+        if self.token is not None:
+            log.info("scheduler %s leads with fencing token %s", self.owner, self.token)
+        return self.token is not None
+
+    def _fenced(self) -> bool:
+        return self.token is not None and self.lease.is_current(self.token)
+
+    # --- one pass -------------------------------------------------------------------------------------
+
+    def run_pass(self) -> PassResult:
+        if not self._lead():
+            return PassResult(leader=False)
+        market = CountingMarket(self.market)
+        result = PassResult(leader=True)
+        started = time.monotonic()
+        snap: Snapshot | None = None
+        try:
+            snap = self.observe(market)
+            if snap is None:
+                result.error = "marketplace listing failed: observation error, nothing decided"
+                return result
+            result.observed = True
+            now = self.clock()
+            result.plan = decide(snap, now, self.config.params, self.placer, self.on_outbid)
+            self._note_unplaced(snap, result.plan, now)
+            self.applier.ctx = act.ActionContext(**{**self.ctx.__dict__, "market": market})
+            result.applied = self.applier.apply(result.plan)
+        except (VastfleetError, redis.RedisError) as exc:
+            result.error = f"{type(exc).__name__}: {exc}"
+            log.warning("reconcile pass failed: %s", result.error)
+        finally:
+            result.market_calls = len(market.calls)
+            self.passes += 1
+            self.last = result
+            self._observe_metrics(result, snap, time.monotonic() - started)
+        return result
+
+    def observe(self, market: Marketplace) -> Snapshot | None:
+        try:
+            instances = market.list_instances()
+        except (VastfleetError, OSError) as exc:
+            log.warning("listing instances failed (%s): not taken as 'all gone'", exc)
+            return None
+        jobs: dict[str, Job] = {}
+        for state in LIVE_STATES:
+            for job in self.store.list(state, limit=100_000):
+                jobs[job.id] = job
+        for inst in instances:
+            parsed = parse_label(inst.label, self.ctx.prefix)
+            if parsed is not None and parsed[0] not in jobs:
+                try:
+                    jobs[parsed[0]] = self.store.get(parsed[0])
+                except NotFound:
+                    pass  # the label names a job we do not know: supervise calls it an orphan
+        beats: dict[str, Beat] = {}
+        for job in jobs.values():
+            if job.state in (JobState.BOOTING, JobState.RUNNING) or job.state.terminal:
+                hb = last_heartbeat(self.redis, job.id, prefix=self.ctx.prefix)
+                if hb is not None:
+                    beats[job.id] = beat_from(hb[0], hb[1], job)
+        creating = frozenset(
+            (j.id, j.epoch) for j in jobs.values() if j.state == JobState.PLACING and (
+                self.redis.exists(self.ctx.create_lock_key(j.id, j.epoch))
+                or self.redis.exists(self.ctx.create_queued_key(j.id, j.epoch))))
+        obligations = act.obligations(self.ctx)
+        destroying = frozenset(i for i in obligations if self.redis.exists(self.ctx.destroy_queued_key(i)))
+        now = self.clock()
+        pending = [j for j in jobs.values() if j.state == JobState.PENDING
+                   and self._backoff.get(j.id, (0.0, 0.0))[0] <= now]
+        offers = self._offers(market, pending) if pending else {}
+        return Snapshot(jobs=jobs, instances=instances, beats=beats, offers=offers, creating=creating,
+                        obligations=obligations, destroying=destroying)
+
+    def _note_unplaced(self, snap: Snapshot, plan: Plan, now: float) -> None:
+        placed = {c.job_id for c in plan.of(Create)}
+        for job_id in snap.offers:
+            if job_id in placed:
+                self._backoff.pop(job_id, None)
+            else:
+                delay = min(self.config.max_backoff_s, max(self.config.interval_s, 2 * self._backoff.get(
+                    job_id, (0.0, 0.0))[1]))
+                self._backoff[job_id] = (now + delay, delay)
+        for job_id in list(self._backoff):
+            job = snap.jobs.get(job_id)
+            if job is None or job.state != JobState.PENDING:
+                del self._backoff[job_id]
+
+    def _offers(self, market: Marketplace, pending: Sequence[Job]) -> dict[str, list[Offer]]:
+        cache: dict[str, list[Offer]] = {}
+        out: dict[str, list[Offer]] = {}
+        for job in pending:
+            found: list[Offer] = []
+            for query in queries_for(job, self.config.offer_limit):
+                key = query.model_dump_json()
+                if key not in cache:
+                    try:
+                        cache[key] = market.search_offers(query)
+                    except VastfleetError as exc:
+                        log.warning("offer search failed: %s", exc)
+                        cache[key] = []
+                found.extend(cache[key])
+            out[job.id] = found
+        return out
+
+    def _observe_metrics(self, result: PassResult, snap: Snapshot | None, seconds: float) -> None:
+        """Feed the exporter; never lets a metrics failure touch the pass."""
+        if self.metrics is None:
+            return
+        try:
+            self.metrics.observe_pass(seconds)
+            if snap is not None:
+                ours = [i for i in snap.instances if parse_label(i.label, self.ctx.prefix) is not None]
+                now = self.clock()
+                ages = [now - b.at for jid, b in snap.beats.items()
+                        if jid in snap.jobs and snap.jobs[jid].state == JobState.RUNNING]
+                self.metrics.fleet_snapshot(ours, ages)
+            if result.applied is not None:
+                for job_id, to, reason in result.applied.transitioned:
+                    if to == JobState.INTERRUPTED:
+                        job = snap.jobs.get(job_id) if snap is not None else None
+                        gpu = job.spec.resources.gpu[0] if job is not None else None
+                        cause = reason.split(":", 1)[0]
+                        self.metrics.preemption(gpu, _METRIC_KIND.get(cause, "unknown"))
+        except Exception:
+            log.debug("metrics hook failed", exc_info=True)
+
+    # --- running --------------------------------------------------------------------------------------
+
+    def run_forever(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_pass()
+            except Exception:
+                log.exception("reconcile pass crashed")
+            self._stop.wait(self.config.interval_s)
+        if self.token is not None:
+            self.lease.release(self.owner, self.token)
+
+    def start(self) -> SchedulerLoop:
+        self._thread = threading.Thread(target=self.run_forever, name="vastfleet-scheduler", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)

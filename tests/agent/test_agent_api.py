@@ -1,0 +1,262 @@
+"""The agent API over HTTP (in-process client): auth, epoch fencing, presign, commit verification, finish."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.agent.conftest import AgentApi, booted, count_spec, replace_instance
+from vastfleet.api.heartbeats import last_heartbeat, request_checkpoint, stale_heartbeats
+from vastfleet.spec import JobState
+
+Client = tuple[TestClient, AgentApi]
+
+
+def call(tc: TestClient, token: str, job_id: str, verb: str, body: Any = None) -> Any:
+    return tc.post(
+        f"/v1/agent/jobs/{job_id}/{verb}", json=body or {}, headers={"Authorization": f"Bearer {token}"}
+    )
+
+
+def manifest(step: int, files: dict[str, bytes]) -> dict[str, Any]:
+    return {
+        "step": step,
+        "files": {rel: {"size": len(b), "sha256": hashlib.sha256(b).hexdigest()} for rel, b in files.items()},
+    }
+
+
+def upload(
+    tc: TestClient,
+    token: str,
+    job_id: str,
+    step: int,
+    files: dict[str, bytes],
+    stored: dict[str, bytes] | None = None,
+) -> dict[str, Any]:
+    """Presign and PUT every file (`stored` overrides the bytes actually sent); returns the manifest."""
+    m = manifest(step, files)
+    urls = call(tc, token, job_id, "presign-upload", m)
+    assert urls.status_code == 200, urls.text
+    for rel, entry in urls.json()["files"].items():
+        sent = (stored or {}).get(rel, files[rel])
+        r = tc.put(entry["url"], content=sent, headers=entry["headers"])
+        assert r.status_code == (200 if sent == files[rel] else 422), r.text
+    return m
+
+
+def running(c: Client) -> tuple[TestClient, AgentApi, Any, str]:
+    tc, api = c
+    job = booted(api.store, count_spec())
+    token = api.token(job)
+    r = call(tc, token, job.id, "claim", {"gpus": ["RTX 4090, 24564 MiB"]})
+    assert r.status_code == 200, r.text
+    return tc, api, api.store.get(job.id), token
+
+
+def test_claim_answers_the_job_and_moves_it_to_running(client: Client) -> None:
+    tc, api, job, token = running(client)
+    assert job.state == JobState.RUNNING and job.reason == "agent claimed"
+    again = call(tc, token, job.id, "claim").json()  # a restarted container of the same attempt
+    assert api.store.get(job.id).state == JobState.RUNNING
+    assert again["run"] == job.spec.run and again["checkpoint"] is None and again["checkpoint_interval"] == 30
+    assert again["heartbeat_interval"] == 0.2
+    assert last_heartbeat(api.redis, job.id) is not None
+
+
+@pytest.mark.parametrize("header", [None, "Bearer nonsense", "Basic abc", "Bearer vfa1.e30.AAAA"])
+def test_bad_or_missing_token_is_401(client: Client, header: str | None) -> None:
+    tc, api = client
+    job = booted(api.store, count_spec())
+    r = tc.post(
+        f"/v1/agent/jobs/{job.id}/claim", json={}, headers={"Authorization": header} if header else {}
+    )
+    assert r.status_code == 401
+    assert api.store.get(job.id).state == JobState.BOOTING
+
+
+def test_expired_token_is_401(client: Client) -> None:
+    tc, api = client
+    job = booted(api.store, count_spec())
+    token = api.signer.issue(job.id, job.epoch, 1001, ttl_s=-1)
+    assert call(tc, token, job.id, "claim").status_code == 401
+
+
+def test_token_of_another_job_is_403_and_changes_nothing(client: Client) -> None:
+    tc, api = client
+    mine, other = booted(api.store, count_spec()), booted(api.store, count_spec(), instance_id=1002)
+    token = api.token(mine)
+    events_before = len(api.store.events(other.id))
+    for verb in ("claim", "heartbeat", "commit", "finish"):
+        r = call(tc, token, other.id, verb, {"exit_code": 0, "step": 1, "files": {}})
+        assert r.status_code == 403, (verb, r.text)
+    assert api.store.get(other.id).state == JobState.BOOTING
+    assert len(api.store.events(other.id)) == events_before
+
+
+def test_stale_epoch_gets_409_and_stop_on_every_verb(client: Client) -> None:
+    tc, api, job, token = running(client)
+    replace_instance(api.store, job.id, 2002)
+    before = api.store.get(job.id)
+    for verb in ("claim", "heartbeat", "presign-upload", "presign-download", "commit", "finish"):
+        r = call(tc, token, job.id, verb, {**manifest(1, {"a": b"x"}), "exit_code": 0})
+        assert r.status_code == 409, (verb, r.text)
+        assert r.json()["action"] == "stop"
+    after = api.store.get(job.id)
+    assert (after.state, after.epoch, after.latest_checkpoint, after.exit_code) == (
+        before.state,
+        before.epoch,
+        before.latest_checkpoint,
+        before.exit_code,
+    )
+
+
+def test_token_of_another_instance_is_told_to_stop(client: Client) -> None:
+    tc, api = client
+    job = booted(api.store, count_spec(), instance_id=1001)
+    r = call(tc, api.signer.issue(job.id, job.epoch, 999), job.id, "claim")
+    assert r.status_code == 409 and r.json()["action"] == "stop"
+    assert api.store.get(job.id).state == JobState.BOOTING
+
+
+def test_claim_while_placing_asks_to_retry(client: Client) -> None:
+    tc, api = client
+    job = api.store.submit(count_spec())
+    job = api.store.transition(job.id, JobState.PLACING, "placing")
+    r = call(tc, api.signer.issue(job.id, job.epoch, "vf-label"), job.id, "claim")
+    assert r.status_code == 503 and "Retry-After" in r.headers
+
+
+def test_heartbeat_records_progress_and_answers_checkpoint_once(client: Client) -> None:
+    tc, api, job, token = running(client)
+    r = call(tc, token, job.id, "heartbeat", {"progress": {"step": 7}, "ckpt_step": 5})
+    assert r.json()["action"] == "continue"
+    assert api.store.get(job.id).progress == {"step": 7}
+    at, data = last_heartbeat(api.redis, job.id)  # type: ignore[misc]
+    assert data["progress"] == {"step": 7} and data["epoch"] == job.epoch and data["ckpt_step"] == 5
+    assert [j for j, _ in stale_heartbeats(api.redis, at + 1)] == [job.id]
+    request_checkpoint(api.redis, job.id, job.epoch)
+    assert call(tc, token, job.id, "heartbeat").json()["action"] == "checkpoint"
+    assert call(tc, token, job.id, "heartbeat").json()["action"] == "continue"
+
+
+def test_commit_verifies_and_moves_latest_checkpoint(client: Client) -> None:
+    tc, api, job, token = running(client)
+    files = {"state.json": b'{"step": 5}', "sub/weights.bin": bytes(range(256)) * 40}
+    m = upload(tc, token, job.id, 5, files)
+    r = call(tc, token, job.id, "commit", m)
+    assert r.status_code == 200, r.text
+    ref = api.store.get(job.id).latest_checkpoint
+    assert ref is not None and ref.step == 5 and ref.epoch == job.epoch
+    assert ref.prefix == f"jobs/{job.id}/epoch-{job.epoch}/step-5/" and ref.bytes == sum(
+        map(len, files.values())
+    )
+    down = call(tc, token, job.id, "presign-download").json()["checkpoint"]
+    for rel, entry in down["files"].items():
+        assert tc.get(entry["url"]).content == files[rel]
+
+
+def test_commit_with_wrong_checksum_is_422_and_latest_unchanged(client: Client) -> None:
+    tc, api, job, token = running(client)
+    call(tc, token, job.id, "commit", upload(tc, token, job.id, 5, {"a": b"good"}))
+    before = api.store.get(job.id).latest_checkpoint
+    m = upload(tc, token, job.id, 10, {"a": b"good10"})
+    lie = {"step": 10, "files": {"a": {"size": 6, "sha256": hashlib.sha256(b"other!").hexdigest()}}}
+    r = call(tc, token, job.id, "commit", lie)
+    assert r.status_code == 422 and "does not match" in r.json()["detail"]
+    missing = {"step": 10, "files": {**m["files"], "never-uploaded": {"size": 1, "sha256": "0" * 64}}}
+    assert call(tc, token, job.id, "commit", missing).status_code == 422
+    assert api.store.get(job.id).latest_checkpoint == before
+
+
+def test_blob_put_refuses_bytes_other_than_signed(client: Client) -> None:
+    tc, api, job, token = running(client)
+    upload(tc, token, job.id, 3, {"a": b"honest"}, stored={"a": b"forged"})
+    assert api.ckpt.stat(f"jobs/{job.id}/epoch-{job.epoch}/step-3/a") is None
+    url = call(tc, token, job.id, "presign-upload", manifest(3, {"a": b"honest"})).json()["files"]["a"]["url"]
+    assert tc.put(url.replace("step-3/a", "step-3/b"), content=b"honest").status_code == 403
+    assert tc.get(url).status_code == 403  # a PUT URL does not read
+
+
+@pytest.mark.parametrize("rel", ["../escape", "/etc/passwd", "a/../../b", "a//b", "C:/x", "a\\b", "./a", ""])
+def test_presign_refuses_unsafe_paths(client: Client, rel: str) -> None:
+    tc, _api, job, token = running(client)
+    r = call(
+        tc, token, job.id, "presign-upload", {"step": 1, "files": {rel: {"size": 1, "sha256": "a" * 64}}}
+    )
+    assert r.status_code == 422, r.text
+
+
+def test_presign_limits_count_and_size(client: Client) -> None:
+    tc, _api, job, token = running(client)
+    huge = {"step": 1, "files": {"a": {"size": 3 * 1024**4, "sha256": "a" * 64}}}
+    assert "limit" in call(tc, token, job.id, "presign-upload", huge).json()["detail"]
+    many = {"step": 1, "files": {f"f{i}": {"size": 1, "sha256": "a" * 64} for i in range(10_001)}}
+    assert call(tc, token, job.id, "presign-upload", many).status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("retries", "code", "state", "errors"),
+    [
+        (0, 0, JobState.SUCCEEDED, 0),
+        (0, 3, JobState.FAILED, 1),
+        (1, 3, JobState.PENDING, 1),
+    ],
+)
+def test_finish_follows_retries_on_error(
+    client: Client, retries: int, code: int, state: JobState, errors: int
+) -> None:
+    tc, api = client
+    job = booted(api.store, count_spec(retries_on_error=retries))
+    token = api.token(job)
+    call(tc, token, job.id, "claim")
+    r = call(tc, token, job.id, "finish", {"exit_code": code})
+    assert r.json() == {"state": state.value, "repeated": False}
+    job = api.store.get(job.id)
+    assert (job.state, job.exit_code, job.errors) == (state, code, errors)
+    assert call(tc, token, job.id, "finish", {"exit_code": code}).json()["repeated"] is True
+    assert last_heartbeat(api.redis, job.id) is None
+
+
+def test_finish_with_agent_error_interrupts_from_booting(client: Client) -> None:
+    tc, api = client
+    job = booted(api.store, count_spec())
+    r = call(tc, api.token(job), job.id, "finish", {"exit_code": None, "error": "no GPU visible: x"})
+    assert r.status_code == 200
+    job = api.store.get(job.id)
+    assert job.state == JobState.INTERRUPTED and job.reason == "agent: no GPU visible: x" and job.errors == 0
+
+
+def test_cancelled_job_tells_agent_to_stop(client: Client) -> None:
+    tc, api, job, token = running(client)
+    api.store.cancel(job.id)
+    r = call(tc, token, job.id, "heartbeat")
+    assert r.status_code == 409 and r.json()["action"] == "stop"
+
+
+def test_agent_routes_inside_the_spine_app_take_agent_tokens_not_user_tokens(
+    redis_url: str, local_store: Any
+) -> None:
+    import redis as redis_lib
+
+    from vastfleet.agent.tokens import TokenSigner
+    from vastfleet.api.agent_routes import agent_router
+    from vastfleet.api.app import create_app
+    from vastfleet.api.context import ApiContext
+    from vastfleet.queue import JobStore
+
+    store = JobStore(redis_lib.Redis.from_url(redis_url))
+    signer = TokenSigner(b"agent-test-secret-0123456789")
+    app = create_app(
+        ApiContext(store=store, token="user-token-xyz", agent_router=agent_router(store, local_store, signer))
+    )
+    local_store.base_url = "http://testserver"
+    job = booted(store, count_spec())
+    with TestClient(app) as tc:
+        assert call(tc, "user-token-xyz", job.id, "claim").status_code == 401
+        assert call(tc, signer.issue(job.id, job.epoch, 1001), job.id, "claim").status_code == 200
+        m = upload(tc, signer.issue(job.id, job.epoch, 1001), job.id, 1, {"a": b"blob through the app"})
+        assert call(tc, signer.issue(job.id, job.epoch, 1001), job.id, "commit", m).status_code == 200
+    assert store.get(job.id).state == JobState.RUNNING
