@@ -1,0 +1,69 @@
+"""The bid: the margin over min_bid that minimises expected cost, and raise-vs-move when outbid.
+
+A higher bid costs more per hour and is outbid less often; `option_terms` evaluates every margin of
+`PolicyParams.margins` and keeps the cheapest. On an outbid the paused instance keeps its disk, so raising
+its bid restarts in place (resume overhead, no download); moving pays a fresh restart elsewhere.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from vastfleet.scheduler.policy.cost import option_terms
+from vastfleet.scheduler.policy.deadline import interruptible_allowed, slack_s
+from vastfleet.scheduler.policy.explain import option_terms_dict
+from vastfleet.scheduler.policy.filters import feasible
+from vastfleet.scheduler.policy.hazard import FleetStats
+from vastfleet.scheduler.policy.types import Decision, JobView, OfferTable, PolicyParams
+from vastfleet.spec import Offer
+
+
+def choose_bid(job: JobView, offer: Offer, fleet: FleetStats, params: PolicyParams) -> tuple[float, float]:
+    """(bid $/h, margin) minimising the expected cost of finishing `job` on `offer`."""
+    t = option_terms(OfferTable.from_offers([offer], job.disk_gb), fleet, params,
+                     ref_dlperf=job.reference_dlperf(), ckpt_s=job.checkpoint_cost_s, checkpoints=job.checkpoints)
+    return float(t.bid[0]), float(t.margin[0])
+
+
+def outbid_decision(job: JobView, paused: OfferTable, others: OfferTable, fleet: FleetStats, now: float,
+                    params: PolicyParams) -> Decision:
+    """Raise the paused instance's bid, or move, whichever finishes cheaper in expectation."""
+    w = job.remaining_work_hours
+    ref = job.reference_dlperf()
+    raise_t = option_terms(paused, fleet, params, ref_dlperf=ref, ckpt_s=job.checkpoint_cost_s,
+                           checkpoints=job.checkpoints, work_h=w, first_overhead_s=params.resume_overhead_s,
+                           bandwidth=False)
+    raise_cost = float(raise_t.a_bid[0] * w + raise_t.b_bid[0])
+    mask = feasible(job, others, now) if len(others) else np.zeros(0, dtype=bool)
+    move_cost, move_od_speed = math.inf, 0.0
+    if mask.any():
+        sub = others.take(np.flatnonzero(mask))
+        mt = option_terms(sub, fleet, params, ref_dlperf=ref, ckpt_s=job.checkpoint_cost_s,
+                          checkpoints=job.checkpoints, work_h=w)
+        costs = np.minimum(mt.a_bid * w + mt.b_bid, mt.a_od * w + mt.b_od)
+        move_cost = float(costs.min())
+        move_od_speed = float(mt.speed.max())
+    od_speed = max(float(raise_t.speed[0]), move_od_speed)
+    slack = slack_s(now, job.deadline_at, w, od_speed, params, job.checkpoint_cost_s)
+    terms = option_terms_dict(raise_t, 0, "bid", w, slack)
+    terms.update({"raise_cost": round(raise_cost, 4), "move_cost": round(move_cost, 4)})
+    if job.interruptible == "never" or not interruptible_allowed(slack, float(raise_t.tau_bid[0]), params,
+                                                                 job.checkpoint_cost_s):
+        return Decision("move", None, move_cost, "slack no longer covers another interruption: move", terms)
+    if raise_cost <= move_cost:
+        bid = float(raise_t.bid[0])
+        return Decision("raise", bid, raise_cost,
+                        f"raise bid to {bid:.4f}$/h in place: ${raise_cost:.2f} expected vs ${move_cost:.2f} to move",
+                        terms)
+    return Decision("move", None, move_cost,
+                    f"move: ${move_cost:.2f} expected vs ${raise_cost:.2f} to raise in place", terms)
+
+
+def on_outbid(job: JobView, paused_offer: Offer, other_offers: Sequence[Offer], fleet: FleetStats, now: float,
+              params: PolicyParams) -> Decision:
+    """The live loop's entry point: `paused_offer.min_bid` is the lowest bid that runs now."""
+    return outbid_decision(job, OfferTable.from_offers([paused_offer], job.disk_gb),
+                           OfferTable.from_offers(list(other_offers), job.disk_gb), fleet, now, params)

@@ -1,0 +1,174 @@
+"""Plain data the policy reads and returns: job views, offer tables, parameters, placements, decisions.
+
+Owns the shapes only; never does I/O. `OfferTable` is the struct-of-arrays form of a list of offers that the
+vectorised filters and cost model work on; the benchmark builds it directly, the live loop from `Offer`s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from vastfleet.spec import Job, Offer
+from vastfleet.spec.gpus import gpu_model
+
+
+@dataclass(frozen=True)
+class JobView:
+    """What the policy needs of one job, in plain numbers (seconds, hours, dollars)."""
+
+    job_id: str
+    gpu_names: tuple[str, ...]
+    num_gpus: int = 1
+    min_gpu_ram_gb: float = 0.0
+    min_cuda: float = 0.0
+    disk_gb: float = 20.0
+    min_reliability: float = 0.0
+    max_price_per_hour: float = float("inf")
+    direct_ports: int = 0
+    min_inet_down_mbps: float = 0.0
+    regions: tuple[str, ...] = ()
+    verified: bool = False
+    interruptible: Literal["auto", "always", "never"] = "auto"
+    remaining_work_hours: float = 1.0  # at ref_dlperf
+    ref_dlperf: float = 0.0  # 0 = the first acceptable GPU's typical DLPerf x num_gpus
+    deadline_at: float | None = None
+    interruption_times: tuple[float, ...] = ()
+    last_checkpoint_age_s: float = 0.0
+    checkpoint_cost_s: float = 60.0  # measured upload time (or the default)
+    checkpoints: bool = True  # False: the job restarts from scratch when interrupted
+    budget_left: float = float("inf")
+    priority: int = 0
+    excluded_hosts: frozenset[int] = frozenset()
+
+    @property
+    def interruptions(self) -> int:
+        return len(self.interruption_times)
+
+    def reference_dlperf(self) -> float:
+        if self.ref_dlperf > 0:
+            return self.ref_dlperf
+        return gpu_model(self.gpu_names[0]).dlperf * self.num_gpus
+
+    def requirement_key(self) -> tuple[Any, ...]:
+        """Jobs with equal keys pass the same feasibility filters (one mask per group)."""
+        return (self.gpu_names, self.num_gpus, self.min_gpu_ram_gb, self.min_cuda, self.disk_gb,
+                self.min_reliability, self.max_price_per_hour, self.direct_ports, self.min_inet_down_mbps,
+                self.regions, self.verified, self.excluded_hosts)
+
+
+@dataclass(frozen=True)
+class PolicyParams:
+    restart_overhead_s: float = 300.0  # boot + image pull + restore on a new offer
+    resume_overhead_s: float = 120.0  # restart in place on a paused instance (disk intact)
+    launch_gb: float = 5.0  # image + checkpoint downloaded on a fresh launch
+    margins: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5)  # bid over min_bid
+    escalate_after: int = 6  # interruptions ...
+    escalate_window_s: float = 6 * 3600.0  # ... within this window -> on demand
+    deadline_guard_s: float = 600.0  # extra slack kept beyond one restart and lost work
+    min_ckpt_interval_s: float = 300.0
+    max_ckpt_interval_s: float = 4 * 3600.0
+    prior_strength: float = 2.0  # pseudo-events of the Gamma prior
+    outbid_prior_rate: float = 0.02  # competing-bid rate per hour before any observation
+    outbid_prior_scale: float = 0.1  # relative size of a typical competing bid over min_bid
+    candidates: int = 32  # per-job shortlist the allocator walks before recomputing
+
+
+@dataclass
+class OfferTable:
+    """Offers as parallel numpy arrays (index i is one offer)."""
+
+    ids: np.ndarray  # int64
+    host: np.ndarray  # int64
+    gpu: np.ndarray  # object (str)
+    num_gpus: np.ndarray
+    gpu_ram: np.ndarray
+    cuda: np.ndarray
+    dlperf: np.ndarray
+    dph: np.ndarray  # on-demand $/h
+    min_bid: np.ndarray  # $/h, the lowest bid that runs now
+    storage_dph: np.ndarray  # $/h for the job's disk while an instance exists
+    inet_down: np.ndarray
+    inet_down_cost: np.ndarray  # $/GB
+    disk: np.ndarray
+    reliability: np.ndarray
+    verified: np.ndarray  # bool
+    ports: np.ndarray
+    geo: np.ndarray  # object (str)
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    @classmethod
+    def from_offers(cls, offers: Sequence[Offer], disk_gb: float = 20.0) -> OfferTable:
+        def arr(name: str, dtype: Any = float) -> np.ndarray:
+            return np.array([getattr(o, name) for o in offers], dtype=dtype)
+
+        storage = np.array([o.storage_cost * disk_gb / 730.0 for o in offers], dtype=float)
+        return cls(
+            ids=arr("id", np.int64), host=arr("host_id", np.int64), gpu=arr("gpu_name", object),
+            num_gpus=arr("num_gpus", np.int64), gpu_ram=arr("gpu_ram_gb"), cuda=arr("cuda_max_good"),
+            dlperf=arr("dlperf"), dph=arr("dph_total"), min_bid=arr("min_bid"), storage_dph=storage,
+            inet_down=arr("inet_down"), inet_down_cost=arr("inet_down_cost"), disk=arr("disk_space"),
+            reliability=arr("reliability"), verified=arr("verified", bool), ports=arr("direct_port_count"),
+            geo=arr("geolocation", object),
+        )
+
+    def take(self, idx: np.ndarray) -> OfferTable:
+        return OfferTable(**{k: v[idx] for k, v in self.__dict__.items()})
+
+
+@dataclass(frozen=True)
+class Placement:
+    job_id: str
+    offer_id: int
+    kind: Literal["on_demand", "bid"]
+    bid: float | None
+    expected_cost: float
+    reason: str
+    terms: dict[str, float | str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with a paused (outbid) instance: raise its bid to `bid`, or move the job."""
+
+    action: Literal["raise", "move"]
+    bid: float | None
+    expected_cost: float
+    reason: str
+    terms: dict[str, float | str] = field(default_factory=dict)
+
+
+def job_view_from_job(job: Job, now: float, *, remaining_work_hours: float | None = None,
+                      interruption_times: tuple[float, ...] = (), checkpoint_cost_s: float = 60.0,
+                      excluded_hosts: frozenset[int] = frozenset()) -> JobView:
+    """Build the policy's view of a stored job. Remaining work comes from the last heartbeat's progress
+    (`progress["remaining_hours"]`, or `progress["fraction"]` of `progress["total_hours"]`) when not given."""
+    spec = job.spec
+    res = spec.resources
+    if remaining_work_hours is None:
+        prog = job.progress or {}
+        if "remaining_hours" in prog:
+            remaining_work_hours = float(prog["remaining_hours"])
+        elif "total_hours" in prog:
+            remaining_work_hours = float(prog["total_hours"]) * (1.0 - float(prog.get("fraction", 0.0)))
+        else:
+            remaining_work_hours = 1.0  # unknown: rank offers per hour of work
+    ckpt_age = now - job.latest_checkpoint.committed_at if job.latest_checkpoint else now - job.submitted_at
+    spent = job.cost_usd
+    return JobView(
+        job_id=job.id, gpu_names=tuple(res.gpu), num_gpus=res.gpus, min_gpu_ram_gb=res.min_gpu_ram_gb or 0.0,
+        min_cuda=res.min_cuda or 0.0, disk_gb=res.disk_gb, min_reliability=res.min_reliability,
+        max_price_per_hour=res.max_price_per_hour or float("inf"), direct_ports=res.direct_ports,
+        min_inet_down_mbps=res.min_inet_down_mbps or 0.0, regions=tuple(res.regions or ()),
+        verified=res.verified, interruptible=spec.interruptible.value,
+        remaining_work_hours=max(remaining_work_hours, 1e-6), deadline_at=job.deadline_at,
+        interruption_times=interruption_times or (), last_checkpoint_age_s=max(ckpt_age, 0.0),
+        checkpoint_cost_s=checkpoint_cost_s, checkpoints=spec.checkpoint.required,
+        budget_left=(spec.budget_usd - spent) if spec.budget_usd else float("inf"), priority=spec.priority,
+        excluded_hosts=excluded_hosts,
+    )

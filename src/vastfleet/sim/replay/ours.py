@@ -1,0 +1,141 @@
+"""`ours`: the vastfleet policy (`vastfleet.scheduler.policy`) driven by the replay.
+
+Each tick it observes the present market the way the live loop does (lowest running bids rising, hosts
+going offline, offers rented away) into `FleetStats`, then: paused jobs raise or move by expected cost;
+running interruptible jobs whose slack no longer covers an interruption checkpoint and move to on demand;
+waiting jobs go through the one allocator. Checkpoint cadence per rental is Young/Daly from the hazard.
+It reads only the current tick and its own memory.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vastfleet.scheduler.policy import (
+    FleetStats,
+    JobView,
+    OfferTable,
+    PolicyParams,
+    decide_on_table,
+    interruptible_allowed,
+    outbid_decision,
+    should_escalate_to_on_demand,
+)
+from vastfleet.scheduler.policy.cost import young_daly
+from vastfleet.sim.replay.baselines import job_mask, slack
+from vastfleet.sim.replay.engine import Action, JobRun, Place, Raise, Release, Replay
+
+
+class Ours:
+    name = "ours"
+
+    def __init__(self, params: PolicyParams | None = None) -> None:
+        self.params = params
+        self.fleet = FleetStats()
+        self.prev: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.final_od: set[str] = set()
+
+    def _params(self, sim: Replay) -> PolicyParams:
+        if self.params is None:
+            self.params = PolicyParams(restart_overhead_s=sim.o.restart_overhead_s,
+                                       resume_overhead_s=sim.o.resume_overhead_s, launch_gb=sim.o.launch_gb)
+        return self.params
+
+    def observe(self, sim: Replay, k: int) -> None:
+        m = sim.m
+        eff, online, gone = sim.eff(k), m.online[k], m.gone[k]
+        listed = m.listed(k)
+        if self.prev is None:
+            for i in np.flatnonzero(listed):
+                self.fleet.see(int(m.host[i]), str(m.gpu[i]))
+        else:
+            pk, peff, pon, pgone = self.prev
+            self.fleet.advance((k - pk) * m.tick / 3600.0)
+            for i in np.flatnonzero(listed & ~m.listed(pk)):
+                self.fleet.see(int(m.host[i]), str(m.gpu[i]))
+            up = listed & online & (eff > peff * (1 + 1e-9)) & (peff > 0)
+            for i in np.flatnonzero(up):
+                self.fleet.observe_outbid(int(m.host[i]), str(m.gpu[i]), float(eff[i] / peff[i] - 1.0))
+            for i in np.flatnonzero(listed & pon & ~online):
+                self.fleet.observe_loss(int(m.host[i]), str(m.gpu[i]), offline=True)
+            for i in np.flatnonzero(listed & ~pgone & gone & online):
+                self.fleet.observe_loss(int(m.host[i]), str(m.gpu[i]), offline=False)
+        self.prev = (k, eff.copy(), online.copy(), gone.copy())
+
+    def table(self, sim: Replay, k: int, idx: np.ndarray) -> OfferTable:
+        m = sim.m
+        n = len(idx)
+        big = np.full(n, 1e9)
+        return OfferTable(
+            ids=idx.astype(np.int64), host=m.host[idx], gpu=m.gpu[idx], num_gpus=m.num_gpus[idx], gpu_ram=big,
+            cuda=big, dlperf=m.dlperf[idx], dph=m.dph[k, idx], min_bid=sim.eff(k)[idx],
+            storage_dph=m.storage_dph[idx], inet_down=big, inet_down_cost=m.inet_down_cost[idx], disk=big,
+            reliability=m.reliability[idx], verified=np.ones(n, dtype=bool), ports=np.full(n, 64),
+            geo=np.full(n, "", dtype=object),
+        )
+
+    def view(self, sim: Replay, run: JobRun, now: float) -> JobView:
+        j = run.job
+        return JobView(job_id=j.id, gpu_names=j.gpu_names, num_gpus=j.num_gpus,
+                       remaining_work_hours=max(j.work_hours - sim.progress(run, now), 1e-6),
+                       ref_dlperf=j.ref_dlperf, deadline_at=j.deadline_at,
+                       interruption_times=tuple(run.interruptions), checkpoint_cost_s=sim.o.checkpoint_cost_s,
+                       interruptible="never" if j.id in self.final_od else "auto")
+
+    def _back_to_bid(self, sim: Replay, k: int, now: float, run: JobRun, avail_idx: np.ndarray,
+                     p: PolicyParams) -> bool:
+        """An escalated job returns to interruptible capacity once the storm is over and it pays clearly."""
+        if should_escalate_to_on_demand(run.interruptions, now, p) or k % 6:
+            return False
+        jv = self.view(sim, run, now)
+        r = run.rental
+        assert r is not None
+        od_left = float(sim.m.dph[k, r.offer]) * jv.remaining_work_hours / r.speed
+        for pl in decide_on_table([jv], self.table(sim, k, avail_idx), self.fleet, now, p):
+            return pl.kind == "bid" and pl.expected_cost < 0.8 * od_left
+        return False
+
+    def step(self, sim: Replay, k: int, now: float) -> list[Action]:
+        p = self._params(sim)
+        if self.prev is None or self.prev[0] != k:
+            self.observe(sim, k)
+        acts: list[Action] = []
+        waiting: list[JobView] = []
+        avail_idx = np.flatnonzero(sim.available(k))
+        for run in sim.active():
+            r = run.rental
+            jid = run.job.id
+            mask = job_mask(sim, run)
+            if r is None:
+                waiting.append(self.view(sim, run, now))
+                continue
+            if r.kind == "on_demand":
+                if jid not in self.final_od and self._back_to_bid(sim, k, now, run, avail_idx, p):
+                    acts.append(Release(jid, graceful=True))
+                    waiting.append(self.view(sim, run, now))
+                continue
+            tau = float(young_daly(sim.o.checkpoint_cost_s, np.array([0.05]), p)[0]) if r.paused else r.tau
+            if not interruptible_allowed(slack(sim, run, now, mask), tau, p, sim.o.checkpoint_cost_s):
+                self.final_od.add(jid)
+                acts.append(Release(jid, graceful=not r.paused))
+                waiting.append(self.view(sim, run, now))
+                continue
+            if r.paused:
+                jv = self.view(sim, run, now)
+                d = outbid_decision(jv, self.table(sim, k, np.array([r.offer])), self.table(sim, k, avail_idx),
+                                    self.fleet, now, p)
+                if d.action == "raise" and d.bid is not None:
+                    acts.append(Raise(jid, d.bid))
+                else:
+                    acts.append(Release(jid))
+                    waiting.append(jv)
+        if waiting and avail_idx.size:
+            for pl in decide_on_table(waiting, self.table(sim, k, avail_idx), self.fleet, now, p):
+                if pl.kind == "on_demand" and pl.job_id not in self.final_od:
+                    run = sim.runs[pl.job_id]
+                    if not interruptible_allowed(slack(sim, run, now, job_mask(sim, run)), 1800.0, p,
+                                                 sim.o.checkpoint_cost_s):
+                        self.final_od.add(pl.job_id)
+                tau = float(pl.terms.get("checkpoint_interval_s", 1800.0))
+                acts.append(Place(pl.job_id, pl.offer_id, pl.kind, pl.bid or 0.0, tau))
+        return acts
