@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -40,7 +40,7 @@ def results_table(result: dict[str, object]) -> Table:
 def policy_cmd(
     market: Annotated[Path, typer.Option("--market", help="market trace (JSON Lines)")],
     workload: Annotated[Path, typer.Option("--workload", help="workload (JSON Lines)")],
-    policies: Annotated[Optional[list[str]], typer.Option("--policies", help="policies to run (repeat)")] = None,
+    policies: Annotated[list[str] | None, typer.Option("--policies", help="policies to run (repeat)")] = None,
     restart_overhead: Annotated[float, typer.Option(help="seconds to boot and restore on a new offer")] = 300.0,
     resume_overhead: Annotated[float, typer.Option(help="seconds to restart in place after an outbid")] = 120.0,
     checkpoint_cost: Annotated[float, typer.Option(help="seconds one checkpoint takes")] = 60.0,
@@ -69,7 +69,7 @@ def make_trace_cmd(
     hours: Annotated[float, typer.Option("--hours")] = 168.0,
     hosts: Annotated[int, typer.Option("--hosts")] = 60,
     volatility: Annotated[str, typer.Option("--volatility", help="low | mid | high")] = "mid",
-    out: Annotated[Optional[Path], typer.Option("--out")] = None,
+    out: Annotated[Path | None, typer.Option("--out")] = None,
 ) -> None:
     """Write a seeded vast-like market trace (stdout without --out)."""
     from vastfleet.sim.replay.generate import make_trace
@@ -95,7 +95,7 @@ def make_workload_cmd(
     jobs: Annotated[int, typer.Option("--jobs")] = 30,
     min_hours: Annotated[float, typer.Option("--min-hours")] = 2.0,
     max_hours: Annotated[float, typer.Option("--max-hours")] = 24.0,
-    out: Annotated[Optional[Path], typer.Option("--out")] = None,
+    out: Annotated[Path | None, typer.Option("--out")] = None,
 ) -> None:
     """Write a seeded workload that fits MARKET, with feasible deadlines."""
     from vastfleet.sim.replay import load_market, write_workload
@@ -116,8 +116,8 @@ def convert_trace_cmd(
     kind: Annotated[str, typer.Argument(help="v100 (AWS p3.2xlarge) | h100 (GCP a3-highgpu-8g)")],
     source: Annotated[Path, typer.Option("--source", help="the skynomad-artifact folder")],
     out: Annotated[Path, typer.Option("--out")],
-    zones: Annotated[Optional[list[str]], typer.Option("--zone", help="keep only these zones (repeat)")] = None,
-    ticks: Annotated[Optional[int], typer.Option("--ticks", help="keep only the first N ticks")] = None,
+    zones: Annotated[list[str] | None, typer.Option("--zone", help="keep only these zones (repeat)")] = None,
+    ticks: Annotated[int | None, typer.Option("--ticks", help="keep only the first N ticks")] = None,
 ) -> None:
     """Convert a public spot trace to the market format."""
     from vastfleet.errors import BadInput

@@ -122,7 +122,7 @@ class SchedulerLoop:
         self.lease = Lease(redis_client, "scheduler", self.config.lease_ttl_s, clock=clock, prefix=ctx.prefix)
         self.token: int | None = None
         self.placer = placer or default_placer()
-        self.on_outbid = on_outbid or default_on_outbid
+        self.on_outbid = on_outbid or getattr(self.placer, "on_outbid", None) or default_on_outbid
         self.metrics = metrics
         self.applier = Applier(ctx, inline=inline, context_key=context_key, fence=self._fenced,
                                queue_ttl_s=requeue_s)
@@ -162,10 +162,17 @@ class SchedulerLoop:
                 return result
             result.observed = True
             now = self.clock()
+            at = getattr(self.placer, "at", None)
+            if at is not None:
+                at(now, snap.offers)  # the outbid decision compares with moving elsewhere, at this pass's time
             result.plan = decide(snap, now, self.config.params, self.placer, self.on_outbid)
             self._note_unplaced(snap, result.plan, now)
             self.applier.ctx = act.ActionContext(**{**self.ctx.__dict__, "market": market})
             result.applied = self.applier.apply(result.plan)
+            observe = getattr(self.placer, "observe", None)
+            if observe is not None:
+                observe(snap, [(j, r.split(":", 1)[0]) for j, to, r in result.applied.transitioned
+                               if to == JobState.INTERRUPTED])
         except (VastfleetError, redis.RedisError) as exc:
             result.error = f"{type(exc).__name__}: {exc}"
             log.warning("reconcile pass failed: %s", result.error)
@@ -208,7 +215,12 @@ class SchedulerLoop:
         now = self.clock()
         pending = [j for j in jobs.values() if j.state == JobState.PENDING
                    and self._backoff.get(j.id, (0.0, 0.0))[0] <= now]
-        offers = self._offers(market, pending) if pending else {}
+        by_id = {i.id: i for i in instances}
+        paused = [j for j in jobs.values() if j.state == JobState.RUNNING and j.instance_id in by_id
+                  and by_id[j.instance_id].is_bid
+                  and (by_id[j.instance_id].actual_status or "") in ("stopped", "scheduling")]
+        wanted = pending + paused  # a paused bid is weighed against moving: it needs offers too
+        offers = self._offers(market, wanted) if wanted else {}
         return Snapshot(jobs=jobs, instances=instances, beats=beats, offers=offers, creating=creating,
                         obligations=obligations, destroying=destroying)
 

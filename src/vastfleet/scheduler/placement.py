@@ -86,8 +86,8 @@ def simple_placements(jobs: Sequence[Job], offers: Mapping[str, Sequence[Offer]]
 def default_placer() -> Placer:
     """The bidding policy's placement when it is importable, else the simple one."""
     try:
-        from vastfleet.scheduler.policy_adapter import policy_placements
+        from vastfleet.scheduler.policy_adapter import PolicyPlacer
     except ImportError as exc:
         log.info("bidding policy unavailable (%s): cheapest feasible placement", exc)
         return simple_placements
-    return policy_placements
+    return PolicyPlacer()

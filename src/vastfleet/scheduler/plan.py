@@ -218,6 +218,7 @@ def _attempt(plan: Plan, job: Job, inst: Instance | None, obs: Observation, verd
         return
     if verdict.health != Health.interrupted:
         return
+    why = verdict.reason
     if verdict.cause in (Cause.outbid, Cause.paused) and inst is not None:
         choice = on_outbid(job, inst, obs.silent_for, params)
         if choice.action == "wait":
@@ -225,9 +226,10 @@ def _attempt(plan: Plan, job: Job, inst: Instance | None, obs: Observation, verd
         if choice.action == "raise" and choice.price is not None:
             plan.actions.append(RaiseBid(job.id, inst.id, choice.price, choice.reason))
             return
+        why = f"{why}; {choice.reason}" if choice.reason else why
     preemptions = job.preemptions + 1
     plan.actions.append(Transition(job.id, S.INTERRUPTED, f"{verdict.cause.value if verdict.cause else 'lost'}:"
-                                   f" {verdict.reason}", job.epoch, {"preemptions": preemptions}))
+                                   f" {why}", job.epoch, {"preemptions": preemptions}))
     _requeue(plan, job, preemptions)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -45,8 +46,13 @@ def _modes(job: JobView, t: Terms, now: float, params: PolicyParams) -> tuple[bo
 
 
 def decide_on_table(jobs: Sequence[JobView], table: OfferTable, fleet: FleetStats, now: float,
-                    params: PolicyParams) -> list[Placement]:
-    """The vectorised allocator over an `OfferTable` (what the benchmark calls directly)."""
+                    params: PolicyParams, *, first_overhead_s: float | None = None,
+                    bandwidth: bool = True) -> list[Placement]:
+    """The vectorised allocator over an `OfferTable` (what the benchmark calls directly).
+
+    `first_overhead_s`/`bandwidth` price the start (default: a fresh launch); pass 0/False to price staying
+    where a job already runs.
+    """
     n = len(table)
     if n == 0 or not jobs:
         return []
@@ -59,7 +65,8 @@ def decide_on_table(jobs: Sequence[JobView], table: OfferTable, fleet: FleetStat
             idx = np.flatnonzero(feasible(job, table, now))
             sub = table.take(idx)
             groups[key] = (idx, option_terms(sub, fleet, params, ref_dlperf=job.reference_dlperf(),
-                                             ckpt_s=job.checkpoint_cost_s, checkpoints=job.checkpoints))
+                                             ckpt_s=job.checkpoint_cost_s, checkpoints=job.checkpoints,
+                                             first_overhead_s=first_overhead_s, bandwidth=bandwidth))
         _, t = groups[key]
         od_speed = float(t.speed.max()) if len(t.speed) else 1.0
         slack = slack_s(now, job.deadline_at, job.remaining_work_hours, od_speed, params, job.checkpoint_cost_s)
@@ -73,8 +80,8 @@ def decide_on_table(jobs: Sequence[JobView], table: OfferTable, fleet: FleetStat
         bid_ok, od_ok, slack, why = _modes(job, t, now, params)
         w = job.remaining_work_hours
         cap = job.max_price_per_hour
-        cost_bid = np.where(bid_ok & (t.bid <= cap), t.a_bid * w + t.b_bid, np.inf)
         cost_od = np.where(od_ok & (table.dph[idx] <= cap), t.a_od * w + t.b_od, np.inf)
+        cost_bid = np.where(bid_ok & (t.bid <= cap), _deadline_aware_bid_cost(job, t, slack, cost_od, params), np.inf)
         is_bid = cost_bid <= cost_od
         cost = np.where(is_bid, cost_bid, cost_od)
         if bid_ok and od_ok and job.deadline_at is not None and not np.isfinite(cost_bid[~taken[idx]]).any():
@@ -86,13 +93,40 @@ def decide_on_table(jobs: Sequence[JobView], table: OfferTable, fleet: FleetStat
         if not math.isfinite(float(cost[chosen])) or cost[chosen] > job.budget_left:
             continue
         taken[i] = True
-        kind = "bid" if is_bid[chosen] else "on_demand"
+        kind: Literal["bid", "on_demand"] = "bid" if is_bid[chosen] else "on_demand"
         terms = option_terms_dict(t, int(chosen), kind, w, slack)
         terms["price_per_hour"] = round(float(t.bid[chosen] if kind == "bid" else table.dph[i]), 6)
         placements.append(Placement(job.job_id, int(table.ids[i]), kind,
                                     float(t.bid[chosen]) if kind == "bid" else None, float(cost[chosen]),
                                     reason_text(kind, terms, float(cost[chosen]), why), terms))
     return placements
+
+
+def _deadline_aware_bid_cost(job: JobView, t: Terms, slack: float, cost_od: np.ndarray,
+                              params: PolicyParams) -> np.ndarray:
+    """Expected cost of bidding, counting that a slow offer eats slack and may force the rest on demand.
+
+    While running at effective speed s/F (work-hours per hour), the slack shrinks at 1 - (s/F)/s_od per hour;
+    when it reaches what one more interruption needs, the job moves to the best on-demand offer to the end.
+    """
+    w = job.remaining_work_hours
+    plain = t.a_bid * w + t.b_bid
+    if not np.isfinite(slack) or not len(t.speed):
+        return plain
+    s_od = float(t.speed.max())
+    eff_speed = t.speed / np.maximum(t.factor_bid, 1e-9)
+    shrink = 1.0 - eff_speed / s_od
+    need_h = (params.restart_overhead_s + t.tau_bid + job.checkpoint_cost_s + params.deadline_guard_s) / 3600.0
+    room_h = np.maximum(slack / 3600.0 - need_h, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w_before = np.where(shrink > 1e-9, eff_speed * room_h / np.maximum(shrink, 1e-9), np.inf)
+    finite_od = np.isfinite(cost_od)
+    if not finite_od.any():
+        return plain
+    best = int(np.argmin(np.where(finite_od, t.a_od, np.inf)))
+    rest = np.maximum(w - w_before, 0.0)
+    blended = t.a_bid * np.minimum(w_before, w) + t.b_bid + t.a_od[best] * rest + np.where(rest > 0, t.b_od[best], 0.0)
+    return np.where(w_before >= w, plain, blended)
 
 
 def _walk(cost: np.ndarray, idx: np.ndarray, taken: np.ndarray, k: int) -> int:

@@ -55,7 +55,7 @@ def wall_factor(h: np.ndarray, tau: np.ndarray, ckpt_s: float, overhead_s: float
         loss_s = overhead_s + (tau + ckpt_s) / 2.0
     else:
         productive = np.ones_like(h)
-        loss_s = overhead_s + work_h * 3600.0 / 2.0
+        loss_s = np.full_like(h, overhead_s + work_h * 3600.0 / 2.0)
     share = h * loss_s / 3600.0
     with np.errstate(divide="ignore"):
         return np.where(share < _MAX_LOSS_SHARE, productive / (1.0 - np.minimum(share, _MAX_LOSS_SHARE)), np.inf)

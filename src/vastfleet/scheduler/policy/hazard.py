@@ -85,8 +85,8 @@ def _outbid_prior(margins: np.ndarray, rate: float, scale: float) -> np.ndarray:
 
 def _gp(a: float, mean: np.ndarray | float, n: np.ndarray | float, x: np.ndarray | float) -> np.ndarray:
     """Posterior mean of a Gamma(a, a/mean) prior after n events in x hours."""
-    mean = np.maximum(mean, 1e-9)
-    return (a + n) / (a / mean + x)
+    m = np.maximum(mean, 1e-9)
+    return np.asarray((a + n) / (a / m + x), dtype=float)
 
 
 def hazards(stats: FleetStats, hosts: np.ndarray, gpus: np.ndarray, reliability: np.ndarray,
@@ -127,8 +127,8 @@ def hazards(stats: FleetStats, hosts: np.ndarray, gpus: np.ndarray, reliability:
     losses = np.array([stats.hosts[h].losses for h in order])[w]
     offline = np.array([stats.hosts[h].offline for h in order])[w]
     outb = np.stack([stats.hosts[h].outbid for h in order])[w][:, idx]
-    x = np.array([stats.exposure(h) for h in order])[w]
-    p_loss[known] = _gp(a, p_loss[known], losses, x)
-    p_off[known] = _gp(a, p_off[known], offline, x)
-    p_ob[known] = _gp(a, p_ob[known], outb, x[:, None])
+    expo = np.array([stats.exposure(h) for h in order])[w]
+    p_loss[known] = _gp(a, p_loss[known], losses, expo)
+    p_off[known] = _gp(a, p_off[known], offline, expo)
+    p_ob[known] = _gp(a, p_ob[known], outb, expo[:, None])
     return p_loss, p_off, p_ob

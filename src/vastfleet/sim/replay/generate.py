@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 
 from vastfleet.errors import BadInput
-from vastfleet.spec.gpus import gpu_model
 from vastfleet.sim.replay.trace import Market
 from vastfleet.sim.replay.workload import WorkJob
+from vastfleet.spec.gpus import gpu_model
 
 TICK = 300
 VOLATILITY: dict[str, dict[str, float]] = {
@@ -27,7 +27,7 @@ GPUS = ("RTX 4090", "RTX 3090", "A100 SXM4", "L40S")
 
 
 def _exp_ticks(rng: np.random.Generator, mean_h: float) -> int:
-    return max(1, int(math.ceil(rng.exponential(mean_h) * 3600 / TICK)))
+    return max(1, math.ceil(rng.exponential(mean_h) * 3600 / TICK))
 
 
 def make_trace(seed: int, hours: float = 168.0, hosts: int = 60, volatility: str = "mid") -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -29,13 +29,17 @@ def make_policy(name: str) -> ReplayPolicy:
     return table[name]()  # type: ignore[no-any-return]
 
 
+def _missed(run: JobRun) -> bool:
+    deadline = run.job.deadline_at
+    return run.done_at is None or (deadline is not None and run.done_at > deadline + 1e-6)
+
+
 def summarise(name: str, runs: dict[str, JobRun], bounds: dict[str, JobBound]) -> dict[str, Any]:
     ids = sorted(runs)
     dollars = sum(runs[i].dollars for i in ids)
     opt = sum(bounds[i].dollars for i in ids)
     ratios = np.array([runs[i].dollars / bounds[i].dollars for i in ids if bounds[i].dollars > 0])
-    misses = sum(1 for i in ids if runs[i].done_at is None or (runs[i].job.deadline_at is not None
-                                                                and runs[i].done_at > runs[i].job.deadline_at + 1e-6))
+    misses = sum(1 for i in ids if _missed(runs[i]))
     return {
         "policy": name,
         "dollars": round(dollars, 4),

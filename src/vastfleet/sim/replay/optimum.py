@@ -72,14 +72,14 @@ def _dp(price: np.ndarray, gains: np.ndarray, lams: np.ndarray, dt: float) -> np
 
 def job_bound(market: Market, job: WorkJob, options: Options) -> JobBound:
     dt = float(market.tick)
-    k0 = int(math.floor(job.submit / dt))
+    k0 = math.floor(job.submit / dt)
     end = job.deadline_at if job.deadline_at is not None else job.submit + 30 * 86400.0
-    k1 = min(int(math.ceil(end / dt)), market.n_ticks)
+    k1 = min(math.ceil(end / dt), market.n_ticks)
     idx, price, speed = _arrays(market, job, k0, k1)
     if idx.size == 0 or k1 <= k0:
         return JobBound(job.id, math.inf, False, 0.0)
     r = min(options.restart_overhead_s, options.resume_overhead_s)
-    P = int(math.ceil(r / dt)) + 1
+    P = math.ceil(r / dt) + 1
     phase_s = np.array([max(0.0, min(dt, (p + 1) * dt - r)) for p in range(P)])
     gains = phase_s[:, None] * speed[None, :] / 3600.0  # [P, n]
     bw = float((market.inet_down_cost[idx] * options.launch_gb).min())

@@ -9,6 +9,8 @@ It reads only the current tick and its own memory.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from vastfleet.scheduler.policy import (
@@ -34,6 +36,8 @@ class Ours:
         self.fleet = FleetStats()
         self.prev: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
         self.final_od: set[str] = set()
+        self.rebalance_every = 12  # ticks between checks for a clearly cheaper offer
+        self.hysteresis = 0.15  # a move must save this share of the expected cost to stay
 
     def _params(self, sim: Replay) -> PolicyParams:
         if self.params is None:
@@ -82,6 +86,21 @@ class Ours:
                        interruption_times=tuple(run.interruptions), checkpoint_cost_s=sim.o.checkpoint_cost_s,
                        interruptible="never" if j.id in self.final_od else "auto")
 
+    def _better_elsewhere(self, sim: Replay, k: int, now: float, run: JobRun, avail_idx: np.ndarray,
+                          p: PolicyParams) -> bool:
+        """Move a running bid when another offer finishes clearly cheaper, the move's restart included."""
+        r = run.rental
+        assert r is not None
+        jv = self.view(sim, run, now)
+        here = self.table(sim, k, np.array([r.offer]))
+        here.min_bid = np.array([r.bid])
+        stay = decide_on_table([jv], here, self.fleet, now, replace(p, margins=(0.0,)), first_overhead_s=0.0,
+                               bandwidth=False)
+        if not stay or stay[0].kind != "bid":
+            return False
+        moves = decide_on_table([jv], self.table(sim, k, avail_idx), self.fleet, now, p)
+        return bool(moves) and moves[0].expected_cost < (1.0 - self.hysteresis) * stay[0].expected_cost
+
     def _back_to_bid(self, sim: Replay, k: int, now: float, run: JobRun, avail_idx: np.ndarray,
                      p: PolicyParams) -> bool:
         """An escalated job returns to interruptible capacity once the storm is over and it pays clearly."""
@@ -118,6 +137,10 @@ class Ours:
             if not interruptible_allowed(slack(sim, run, now, mask), tau, p, sim.o.checkpoint_cost_s):
                 self.final_od.add(jid)
                 acts.append(Release(jid, graceful=not r.paused))
+                waiting.append(self.view(sim, run, now))
+                continue
+            if not r.paused and k % self.rebalance_every == 0 and self._better_elsewhere(sim, k, now, run, avail_idx, p):
+                acts.append(Release(jid, graceful=True))
                 waiting.append(self.view(sim, run, now))
                 continue
             if r.paused:

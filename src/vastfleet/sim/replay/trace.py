@@ -96,7 +96,7 @@ def compile_market(meta: dict[str, Any], events: list[dict[str, Any]], source: s
     offers = [e for e in events if e["type"] == "offer"]
     if not offers:
         raise BadInput(f"{source}: the trace lists no offers")
-    times = [int(round(e["t"])) for e in events]
+    times = [round(e["t"]) for e in events]
     tick = int(meta.get("tick") or reduce(math.gcd, [t for t in times if t] or [60]))
     if tick <= 0 or any(t % tick for t in times):
         raise BadInput(f"{source}: event times must be multiples of the tick ({tick} s)")
@@ -120,8 +120,8 @@ def compile_market(meta: dict[str, Any], events: list[dict[str, Any]], source: s
 
     host = attr("host", np.int64)
     by_host: dict[int, list[int]] = {}
-    for i, h in enumerate(host):
-        by_host.setdefault(int(h), []).append(i)
+    for col, h in enumerate(host):
+        by_host.setdefault(int(h), []).append(col)
     # build change lists per tick, then forward-fill
     dph = np.full((T, n), np.nan)
     floor = np.full((T, n), np.nan)
@@ -130,15 +130,16 @@ def compile_market(meta: dict[str, Any], events: list[dict[str, Any]], source: s
     gone = np.full((T, n), np.nan)
     listed = np.full(n, T, dtype=np.int64)
     for e in sorted(events, key=lambda e: (e["t"], e["_no"])):
-        k = int(round(e["t"])) // tick
+        k = round(e["t"]) // tick
         typ = e["type"]
         if typ in {"offline", "online"}:
             cols = by_host.get(int(e["host"]), [])
             online[k, cols] = 1.0 if typ == "online" else 0.0
             continue
-        i = pos.get(str(e["id"]))
-        if i is None:
+        found = pos.get(str(e["id"]))
+        if found is None:
             raise BadInput(f"{source}:{e['_no']}: event for unknown offer {e['id']!r}")
+        i: int = found
         if typ == "offer":
             listed[i] = k
             dph[k, i], floor[k, i] = float(e["dph_total"]), float(e["min_bid"])
@@ -186,5 +187,4 @@ def load_market(path: str | Path) -> Market:
 def write_events(path: str | Path, meta: dict[str, Any], events: list[dict[str, Any]]) -> None:
     with open(path, "w") as fh:
         fh.write(json.dumps({"type": "meta", **meta}, sort_keys=True) + "\n")
-        for ev in events:
-            fh.write(json.dumps(ev, sort_keys=True) + "\n")
+        fh.writelines(json.dumps(ev, sort_keys=True) + "\n" for ev in events)

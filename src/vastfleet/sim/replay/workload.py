@@ -67,7 +67,6 @@ def load_workload(path: str | Path) -> list[WorkJob]:
 
 def write_workload(path: str | Path, jobs: list[WorkJob]) -> None:
     with open(path, "w") as fh:
-        for j in jobs:
-            fh.write(json.dumps({"id": j.id, "submit": j.submit, "work_hours": j.work_hours,
+        fh.writelines(json.dumps({"id": j.id, "submit": j.submit, "work_hours": j.work_hours,
                                  "ref_dlperf": j.ref_dlperf, "gpu_name": list(j.gpu_names),
-                                 "num_gpus": j.num_gpus, "deadline": j.deadline}, sort_keys=True) + "\n")
+                                 "num_gpus": j.num_gpus, "deadline": j.deadline}, sort_keys=True) + "\n" for j in jobs)

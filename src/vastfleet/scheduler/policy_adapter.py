@@ -1,0 +1,126 @@
+"""The bridge between the reconcile loop and the bidding policy (`scheduler.policy`): same call shapes as the
+loop's stand-ins (`placement.simple_placements`, `plan.default_on_outbid`), the policy's decisions inside.
+
+`PolicyPlacer` keeps the fleet's observations (`FleetStats`: hosts seen, losses) in memory across passes
+(a restart starts from the policy's priors again: they are estimates, not state). Pure apart from that
+memory: no I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+from vastfleet.errors import BadInput
+from vastfleet.scheduler.placement import Placement
+from vastfleet.scheduler.plan import OutbidChoice, PlanParams, Snapshot
+from vastfleet.scheduler.policy import (
+    FleetStats,
+    PolicyParams,
+    decide_placements,
+    job_view_from_job,
+    on_outbid,
+)
+from vastfleet.spec.gpus import gpu_model
+from vastfleet.spec.job import Job
+from vastfleet.spec.market import Instance, Offer
+
+log = logging.getLogger(__name__)
+
+
+def merge_offers(offers: Mapping[str, Sequence[Offer]]) -> list[Offer]:
+    """One row per ask: the bid search's row carries the live min_bid, the on-demand one the same dph_total."""
+    rows: dict[int, Offer] = {}
+    for found in offers.values():
+        for offer in found:
+            have = rows.get(offer.id)
+            if have is None or (offer.is_bid and not have.is_bid):
+                rows[offer.id] = offer
+    return list(rows.values())
+
+
+def paused_offer(inst: Instance, job: Job) -> Offer | None:
+    """The paused instance as an offer the policy can price (its machine's figures, the live min_bid)."""
+    name = inst.gpu_name or job.spec.resources.gpu[0]
+    try:
+        model = gpu_model(name)
+    except BadInput:
+        return None
+    n = inst.num_gpus or job.spec.resources.gpus
+    return Offer(id=inst.id, machine_id=inst.machine_id or 0, host_id=inst.host_id or 0, gpu_name=model.name,
+                 num_gpus=n, gpu_ram_gb=float(model.vram_gb), cuda_max_good=99.0, dlperf=model.dlperf * n,
+                 dph_total=inst.dph_total, min_bid=inst.min_bid or inst.bid_price or inst.dph_total,
+                 disk_space=inst.disk_space or job.spec.resources.disk_gb, reliability=inst.reliability or 0.9,
+                 verified=True, is_bid=True)
+
+
+class PolicyPlacer:
+    def __init__(self, params: PolicyParams | None = None) -> None:
+        self.params = params or PolicyParams()
+        self.fleet = FleetStats()
+        self._last_now: float | None = None
+        self.offers: Mapping[str, Sequence[Offer]] = {}
+
+    def _tick(self, now: float) -> None:
+        if self._last_now is not None and now > self._last_now:
+            self.fleet.advance((now - self._last_now) / 3600.0)
+        self._last_now = now
+
+    def at(self, now: float, offers: Mapping[str, Sequence[Offer]]) -> None:
+        """Called by the loop before each decision: the pass's time and every offer it searched."""
+        self._tick(now)
+        self.offers = offers
+
+    # --- the loop's placement shape ---------------------------------------------------------------------
+
+    def __call__(self, jobs: Sequence[Job], offers: Mapping[str, Sequence[Offer]], now: float) -> list[Placement]:
+        self._tick(now)
+        self.offers = offers
+        rows = merge_offers(offers)
+        if not rows or not jobs:
+            return []
+        for offer in rows:
+            self.fleet.see(offer.host_id, offer.gpu_name)
+        views = [job_view_from_job(j, now) for j in jobs]
+        out = []
+        for p in decide_placements(views, rows, self.fleet, now, self.params):
+            bid = p.bid if p.kind == "bid" else None
+            out.append(Placement(p.job_id, p.offer_id, bid, p.reason, p.expected_cost))
+        return out
+
+    # --- the loop's outbid shape ------------------------------------------------------------------------
+
+    def on_outbid(self, job: Job, inst: Instance, silent_for: float, params: PlanParams) -> OutbidChoice:
+        """Wait a bounded time for the auction; then the policy: raise the bid in place, or move."""
+        if silent_for < params.outbid_wait_s:
+            return OutbidChoice("wait", reason=f"paused {silent_for:.0f}s, waiting up to {params.outbid_wait_s:.0f}s")
+        paused = paused_offer(inst, job)
+        if paused is None:
+            return OutbidChoice("requeue", reason="paused; the policy cannot price this GPU: moving")
+        now = self._last_now or 0.0
+        decision = on_outbid(job_view_from_job(job, now), paused, merge_offers(self.offers), self.fleet, now,
+                             self.params)
+        if decision.action == "raise" and decision.bid is not None:
+            if job.bid is not None and decision.bid <= job.bid + 1e-9:
+                return OutbidChoice("wait", reason="bid already raised; waiting within the scheduling bound")
+            return OutbidChoice("raise", decision.bid, decision.reason)
+        return OutbidChoice("requeue", reason=decision.reason)
+
+    def observe(self, snap: Snapshot, interrupted: Sequence[tuple[str, str]]) -> None:
+        """Feed what the pass saw: our hosts (exposure) and the losses it declared (job id, cause)."""
+        by_id: dict[int, Instance] = {}
+        for inst in snap.instances:
+            if inst.host_id is not None and inst.gpu_name:
+                self.fleet.see(inst.host_id, inst.gpu_name)
+            by_id[inst.id] = inst
+        for job_id, cause in interrupted:
+            job = snap.jobs.get(job_id)
+            lost = by_id.get(job.instance_id) if job is not None and job.instance_id is not None else None
+            if lost is not None and lost.host_id is not None and lost.gpu_name and cause in (
+                    "host_offline", "gone", "heartbeat_lost", "exited"):
+                self.fleet.observe_loss(lost.host_id, lost.gpu_name, offline=cause == "host_offline")
+
+
+def policy_placements(jobs: Sequence[Job], offers: Mapping[str, Sequence[Offer]], now: float) -> list[Placement]:
+    """A stateless call of the policy (no fleet memory): for callers that want the plain function."""
+    return PolicyPlacer()(jobs, offers, now)

@@ -1,0 +1,189 @@
+"""The replay benchmark: determinism, the optimum as a true lower bound, engine mechanics, inputs, CLI."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from vastfleet.errors import BadInput
+from vastfleet.scheduler.bench_cli import app
+from vastfleet.sim.replay import (
+    Options,
+    Replay,
+    WorkJob,
+    compile_market,
+    job_bound,
+    make_policy,
+    parse_lines,
+    run_bench,
+)
+from vastfleet.sim.replay.convert import convert_v100
+from vastfleet.sim.replay.generate import make_trace, make_workload
+
+DATA = Path("/work/shared/data/traces/skynomad-artifact")
+
+
+def market_of(events: list[dict], tick: int = 300, horizon: int | None = None):
+    meta = {"tick": tick, **({"horizon": horizon} if horizon else {})}
+    lines = [json.dumps({"type": "meta", **meta})] + [json.dumps(e) for e in events]
+    return compile_market(*parse_lines(lines, "t"), "t")
+
+
+def small(seed: int, vol: str):
+    meta, ev = make_trace(seed, hours=72, hosts=16, volatility=vol)
+    m = market_of(ev, meta["tick"], meta["horizon"])
+    return m, make_workload(m, seed, jobs=8, work_hours=(2, 10))
+
+
+def test_same_inputs_same_output():
+    m, jobs = small(5, "mid")
+    a = run_bench(m, jobs, Options())
+    b = run_bench(m, jobs, Options())
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def test_acceptance_properties_on_seeded_small_traces():
+    ours_total = greedy_total = 0.0
+    for seed, vol in itertools.product((1, 2, 3), ("low", "mid", "high")):
+        m, jobs = small(seed, vol)
+        rows = {r["policy"]: r for r in run_bench(m, jobs, Options())["policies"]}
+        assert rows["ours"]["deadline_misses"] == 0, (seed, vol)
+        for name, row in rows.items():
+            if row["deadline_misses"] == 0:
+                assert row["dollars"] >= rows["optimum"]["dollars"] - 1e-9, (seed, vol, name)
+        assert rows["on_demand"]["dollars"] > rows["ours"]["dollars"]
+        ours_total += rows["ours"]["dollars"]
+        greedy_total += rows["greedy_spot"]["dollars"]
+    assert ours_total < greedy_total
+
+
+def _brute(price: np.ndarray, speed: np.ndarray, work: float, dt: float, r: float) -> float:
+    """Every per-tick choice (idle or an offer and kind); a start after anything else pays overhead r."""
+    T, K, n = price.shape
+    choices = [None] + [(kk, o) for kk in range(K) for o in range(n)]
+    best = math.inf
+    for sched in itertools.product(choices, repeat=T):
+        cost, done, prev, since = 0.0, 0.0, None, 0.0
+        for t, ch in enumerate(sched):
+            if ch is None:
+                prev = None
+                continue
+            kk, o = ch
+            p = price[t, kk, o]
+            if not math.isfinite(p):
+                cost = math.inf
+                break
+            since = since + dt if ch == prev else 0.0
+            boot_left = max(r - since, 0.0)
+            run_s = max(dt - boot_left, 0.0)
+            gain = speed[o] * run_s / 3600.0
+            if done + gain >= work:  # stop mid-tick once the work is done
+                used = (dt - run_s) + (work - done) / speed[o] * 3600.0
+                cost += p * used / 3600.0
+                done = work
+                break
+            cost += p * dt / 3600.0
+            done += gain
+            prev = ch
+        if done >= work - 1e-12:
+            best = min(best, cost)
+    return best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_optimum_is_a_lower_bound_close_to_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    tick, ticks = 600, 5
+    events = []
+    for o in range(2):
+        events.append({"t": 0, "type": "offer", "id": f"o{o}", "host": o, "gpu_name": "RTX 4090",
+                       "dph_total": float(rng.uniform(0.5, 1.0)), "min_bid": float(rng.uniform(0.1, 0.4)),
+                       "dlperf": float(rng.choice([40.0, 80.0]))})
+        for k in range(1, ticks):
+            if rng.random() < 0.4:
+                events.append({"t": k * tick, "type": "price", "id": f"o{o}", "min_bid": float(rng.uniform(0.1, 0.5))})
+    m = market_of(events, tick, horizon=ticks * tick)
+    job = WorkJob("j", 0.0, float(rng.uniform(0.4, 1.2)), 80.0, ("RTX 4090",), 1, float(ticks * tick))
+    opts = Options(restart_overhead_s=300, resume_overhead_s=300)
+    bound = job_bound(m, job, opts)
+    price = np.stack([np.maximum(m.floor, m.comp)[:ticks], m.dph[:ticks]], axis=1)
+    exact = _brute(price, m.dlperf / 80.0, job.work_hours, tick, 300.0)
+    if not math.isfinite(exact):
+        assert not bound.feasible
+        return
+    assert bound.dollars <= exact + 1e-9
+    assert bound.dollars >= 0.85 * exact
+
+
+def test_outbid_pauses_and_loses_work_since_the_last_checkpoint():
+    events = [{"t": 0, "type": "offer", "id": "a", "host": 1, "gpu_name": "RTX 4090", "dph_total": 1.0,
+               "min_bid": 0.2, "dlperf": 44.0},
+              {"t": 3600 * 2, "type": "bid", "id": "a", "price": 0.5},
+              {"t": 3600 * 3, "type": "bid_end", "id": "a"}]
+    m = market_of(events, 300, horizon=3600 * 30)
+    job = WorkJob("j", 0.0, 4.0, 44.0, ("RTX 4090",), 1, 3600 * 20.0)
+    runs = Replay(m, [job], Options()).run(make_policy("greedy_spot"))
+    run = runs["j"]
+    assert run.interruptions == [7200.0]
+    assert run.lost_gpu_h > 0 and run.done_at is not None and run.done_at > 4 * 3600
+    assert run.storage == 0.0  # greedy destroys the paused instance and relaunches
+
+
+def test_trace_errors_name_the_line():
+    with pytest.raises(BadInput, match="t:2: not JSON"):
+        parse_lines(['{"type":"meta","tick":60}', "{oops"], "t")
+    with pytest.raises(BadInput, match="unknown offer"):
+        market_of([{"t": 0, "type": "offer", "id": "a", "host": 1, "gpu_name": "X", "dph_total": 1, "min_bid": 0.1,
+                    "dlperf": 1}, {"t": 300, "type": "gone", "id": "zz"}])
+    with pytest.raises(BadInput, match="multiples of the tick"):
+        market_of([{"t": 0, "type": "offer", "id": "a", "host": 1, "gpu_name": "X", "dph_total": 1, "min_bid": 0.1,
+                    "dlperf": 1}, {"t": 301, "type": "gone", "id": "a"}])
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="public traces not present")
+def test_v100_conversion_keeps_the_availability_convention(tmp_path):
+    meta, events = convert_v100(DATA, zones=["us-west-2a", "us-east-1a"], ticks=2000)
+    m = market_of(events, meta["tick"], meta["horizon"])
+    assert m.tick == 195 and len(m.offer_keys) == 2
+    # spot available = no competing bid at the on-demand price
+    avail = (m.comp == 0).mean(axis=0)
+    assert avail[m.offer_keys.index("us-east-1a")] < avail[m.offer_keys.index("us-west-2a")]
+    # an inverted 0/1 file is refused
+    bad = tmp_path / "v100_1node_2023-02-15_availability"
+    bad.mkdir()
+    src = (DATA / "v100_1node_2023-02-15_availability" / "us-east-1a_v100_1.csv").read_text().splitlines()
+    flipped = [src[0]] + [f"{ln.split(',')[0]},{1 - int(ln.split(',')[1])}" for ln in src[1:]]
+    (bad / "us-east-1a_v100_1.csv").write_text("\n".join(flipped) + "\n")
+    (tmp_path / "v100_spot_prices.json").write_text((DATA / "v100_spot_prices.json").read_text())
+    with pytest.raises(BadInput, match="convention"):
+        convert_v100(tmp_path)
+
+
+def test_cli_make_trace_workload_and_policy_json(tmp_path):
+    runner = CliRunner()
+    trace, wl = tmp_path / "m.jsonl", tmp_path / "w.jsonl"
+    r = runner.invoke(app, ["make-trace", "--seed", "3", "--hours", "48", "--hosts", "8", "--volatility", "high",
+                            "--out", str(trace)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["make-workload", "--market", str(trace), "--seed", "3", "--jobs", "3", "--max-hours", "6",
+                            "--out", str(wl)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["policy", "--market", str(trace), "--workload", str(wl), "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    names = [p["policy"] for p in out["policies"]]
+    assert names == ["on_demand", "greedy_spot", "uniform_progress", "up_switch", "ours", "optimum"]
+    for p in out["policies"]:
+        assert {"dollars", "ratio_to_optimum", "p90_job_ratio", "deadline_misses", "interruptions",
+                "gpu_hours_lost"} <= set(p)
+    wl.write_text('{"id": "x"}\n')
+    r = runner.invoke(app, ["policy", "--market", str(trace), "--workload", str(wl)])
+    assert r.exit_code == 2 and "bad job line" in r.output
+    r = runner.invoke(app, ["make-trace", "--seed", "1", "--volatility", "wild"])
+    assert r.exit_code == 2
