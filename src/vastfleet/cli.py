@@ -239,9 +239,40 @@ def main() -> None:
 
 
 @app.command()
-def demo() -> None:
-    """Run vastfleet on its embedded defaults (arrives with the agent issue)."""
-    raise fail("the demo arrives with the agent issue; it is not available in this version yet", 1)
+def demo(
+    jobs: Annotated[int, typer.Option(help="how many jobs to run (1-20)")] = 3,
+    preemptions: Annotated[int, typer.Option(help="how many preemptions to inject (0-50)")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as one JSON object, last line")]
+    = False,
+) -> None:
+    """Run vastfleet on its embedded defaults: simulator, Redis, API, scheduler and agents, with preemptions."""
+    from vastfleet.demo import demo_command
+
+    raise typer.Exit(demo_command(jobs, preemptions, as_json))
+
+
+@app.command()
+def offers(
+    job: Annotated[Path | None, typer.Option("--job", help="rank for this job spec (default: any 1-GPU job)")]
+    = None,
+    explain: Annotated[bool, typer.Option(help="show the terms behind each expected cost")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """List marketplace offers ranked by expected dollars to finish (VAST_API_KEY, VASTFLEET_MARKET_URL)."""
+    from vastfleet.scheduler.offers_cli import offers_command
+
+    offers_command(job, explain, as_json)
+
+
+def _register_sub_apps() -> None:
+    from vastfleet.scheduler.bench_cli import app as bench_app
+    from vastfleet.sim.cli import app as sim_app
+
+    app.add_typer(sim_app, name="sim", help="The vast.ai marketplace simulator (for tests and demos).")
+    app.add_typer(bench_app, name="bench", help="Policy benchmarks: replay market traces in virtual time.")
+
+
+_register_sub_apps()
 
 
 # ======================================================================================================
