@@ -85,13 +85,18 @@ def server(
     redis_url: Annotated[str, typer.Option(envvar="VASTFLEET_REDIS_URL",
                                            help="Redis with append-only persistence (the job store)")]
     = "redis://127.0.0.1:6379/0",
+    public_url: Annotated[str | None, typer.Option(envvar="VASTFLEET_PUBLIC_URL",
+                                                   help="the URL instances reach the API at (agents)")] = None,
+    scheduler: Annotated[bool, typer.Option(help="run the scheduler loop and action workers here too")] = True,
 ) -> None:
-    """Run the control plane's API (the user token comes from VASTFLEET_TOKEN)."""
+    """Run the control plane: the API, and unless --no-scheduler the scheduler loop and action workers.
+
+    The user token comes from VASTFLEET_TOKEN; the marketplace key from VAST_API_KEY (or vastai's key
+    file) and its server from VASTFLEET_MARKET_URL; every other knob from VASTFLEET_* (docs/scheduler.md).
+    """
     import redis
 
-    from vastfleet.api import ApiContext, create_app
-    from vastfleet.api.serve import run_forever
-    from vastfleet.queue import JobStore
+    from vastfleet.runtime import Settings, serve_forever
 
     token = os.environ.get("VASTFLEET_TOKEN", "")
     if not token:
@@ -105,8 +110,27 @@ def server(
         client.ping()
     except redis.RedisError as exc:
         raise VastfleetError(f"cannot reach Redis at {redact_url(redis_url)}: {exc}") from None
-    typer.echo(f"vastfleet API on http://{host}:{port} (Redis {redact_url(redis_url)})", err=True)
-    run_forever(create_app(ApiContext(store=JobStore(client), token=token)), host, port)
+    finally:
+        client.close()
+    if scheduler:
+        from vastfleet.errors import MarketAuthError
+        from vastfleet.market.config import find_api_key
+
+        if not os.environ.get("VASTFLEET_VAST_API_KEY"):
+            try:
+                find_api_key()
+            except MarketAuthError as exc:
+                raise BadInput(f"{exc}; or start the API alone with --no-scheduler") from None
+        if not os.environ.get("VASTFLEET_AGENT_SECRET"):
+            typer.echo("warning: VASTFLEET_AGENT_SECRET is not set; agent tokens will not survive a restart "
+                       "of this server", err=True)
+    settings = Settings(api_host=host, api_port=port, redis_url=redis_url, api_token=token,
+                        public_url=public_url, run_scheduler=scheduler, workers=2 if scheduler else 0)
+    typer.echo(f"vastfleet on http://{host}:{port} (Redis {redact_url(redis_url)}, "
+               f"scheduler {'on' if scheduler else 'off'})", err=True)
+    code = serve_forever(settings)
+    if code:
+        raise typer.Exit(code)
 
 
 # --- the user commands --------------------------------------------------------------------------------

@@ -125,7 +125,12 @@ def test_server_command_serves_the_api(redis_url: str, tmp_path: Path) -> None:
     no_token = run_cli(["server", "--port", str(port), "--redis-url", redis_url], clean_env())
     assert no_token.returncode == 2 and "VASTFLEET_TOKEN is not set" in no_token.stderr
 
-    proc = subprocess.Popen([*VASTFLEET, "server", "--port", str(port), "--redis-url", redis_url],
+    no_key = run_cli(["server", "--port", str(port), "--redis-url", redis_url],
+                     clean_env(VASTFLEET_TOKEN=TOKEN, HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path)))
+    assert no_key.returncode == 2 and "VAST_API_KEY" in no_key.stderr and "--no-scheduler" in no_key.stderr
+
+    proc = subprocess.Popen([*VASTFLEET, "server", "--port", str(port), "--redis-url", redis_url,
+                             "--no-scheduler"],
                             env=clean_env(VASTFLEET_TOKEN=TOKEN), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
