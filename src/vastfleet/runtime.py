@@ -273,6 +273,12 @@ class Runtime:
                 self.ckpt = LocalCheckpointStore(s.checkpoint_dir or self._data_dir() / "checkpoints",
                                                  s.storage_secret)
             hooks = AgentHooks(checkpoint_interval=lambda job: s.checkpoint_interval_s)
+            if self.metrics is not None:
+                from vastfleet.metrics.feed import CommitFeed
+
+                commits = CommitFeed(self.metrics)
+                self.ckpt = commits.watch(self.ckpt)  # times each upload from its first presigned URL
+                hooks.on_commit = commits.on_commit
             agent = agent_router(self.store, self.ckpt, self.tokens, hooks,
                                  AgentSettings(heartbeat_interval_s=s.heartbeat_interval_s,
                                                default_checkpoint_interval_s=s.checkpoint_interval_s,
@@ -283,7 +289,7 @@ class Runtime:
 
                 metrics_app = metrics_asgi_app(self.metrics)
             app = create_app(ApiContext(store=self.store, token=self.api_token, agent_router=agent,
-                                        metrics_app=metrics_app))
+                                        metrics_app=metrics_app, extra={"metrics": self.metrics}))
             self.server = ServerThread(app, s.api_host, s.api_port).start()
             self.public_url = s.public_url or self.server.url
             if isinstance(self.ckpt, LocalCheckpointStore):

@@ -1,54 +1,36 @@
-"""Session fixtures of the observability tests: one scrape target running a scripted fleet, one real
-Prometheus scraping it (with vastfleet's rules loaded).
+"""Session fixtures of the observability tests: a real `vastfleet server` driving the simulator (the scrape
+target), and one real Prometheus scraping it with vastfleet's rules loaded.
 
-`metrics_target` is the seam for the end-to-end version: override it (same name, session scope) to yield
-the `Target` of a real `vastfleet server` driving the simulator, and every dashboard test runs against it.
+Order matters: Prometheus starts scraping the idle server first, then `warm_prometheus` runs the workload
+(jobs, a 503, a preemption, a host outage, recoveries, successes), so the gauges that exist only while
+instances run (fleet $/h, GPUs rented) are in Prometheus's history, where the panels' range queries see them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-import redis
 
-from tests.helpers import RedisServer, wait_for
+from tests.helpers import wait_for
 from tests.observability.promharness import PrometheusServer, Target
-from tests.observability.workload import FleetThread, ScriptedFleet
-from vastfleet.api import ApiContext, create_app
-from vastfleet.api.serve import ServerThread
-from vastfleet.metrics import FleetMetrics, metrics_asgi_app
-from vastfleet.queue import JobStore
+from tests.observability.real_fleet import RealFleet, start_real_fleet
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "alerts" / "vastfleet.rules.yml"
 
 
 @pytest.fixture(scope="session")
-def scripted_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetThread]:
-    """A scripted fleet on its own redis-server (the shared one is flushed by other areas' tests)."""
-    server = RedisServer(Path(tmp_path_factory.mktemp("obs-redis"))).start()
-    client = redis.Redis.from_url(server.url, decode_responses=True)
-    store = JobStore(client, prefix="vfobs")
-    metrics = FleetMetrics()
-    metrics.attach_store(store)
-    fleet = FleetThread(ScriptedFleet(store, metrics), interval=0.2).start()
-    yield fleet
-    fleet.stop()
-    client.close()
-    server.stop()
-    assert fleet.error is None, f"the scripted fleet failed: {fleet.error!r}"
+def real_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealFleet]:
+    with ExitStack() as stack:
+        yield start_real_fleet(stack, Path(tmp_path_factory.mktemp("obs-fleet")))
 
 
 @pytest.fixture(scope="session")
-def metrics_target(scripted_fleet: FleetThread) -> Iterator[Target]:
-    """The real API app (spine's create_app) with the exporter mounted at /metrics, on loopback."""
-    fleet = scripted_fleet.fleet
-    ctx = ApiContext(store=fleet.store, token="obs-test-token", metrics_app=metrics_asgi_app(fleet.metrics))
-    server = ServerThread(create_app(ctx)).start()
-    yield Target(f"127.0.0.1:{server.port}", "/metrics")
-    server.stop()
+def metrics_target(real_fleet: RealFleet) -> Target:
+    return Target(f"127.0.0.1:{real_fleet.port}", "/metrics")
 
 
 @pytest.fixture(scope="session")
@@ -65,14 +47,10 @@ def prometheus(
 
 
 @pytest.fixture(scope="session")
-def warm_prometheus(prometheus: PrometheusServer, scripted_fleet: FleetThread) -> PrometheusServer:
-    """Prometheus once it holds a few scrapes of a fleet that has preempted, recovered and finished jobs:
-    enough samples for rate() and increase() to see movement."""
-    wait_for(
-        lambda: scripted_fleet.error is None and scripted_fleet.fleet.passes >= 10,
-        timeout=30,
-        what="ten passes of the scripted fleet",
-    )
-    prometheus.wait_for_samples("vastfleet_recovery_seconds_count", 3)
-    wait_for(lambda: prometheus.values("sum(vastfleet_preemptions_total)"), timeout=10, what="a preemption")
+def warm_prometheus(prometheus: PrometheusServer, real_fleet: RealFleet) -> PrometheusServer:
+    """Prometheus once the workload is over and it has scraped the end of it a few times."""
+    real_fleet.run_workload()
+    done = float(len(real_fleet.job_ids))
+    wait_for(lambda: prometheus.values('sum(vastfleet_jobs_finished_total{state="SUCCEEDED"})') == [done],
+             timeout=15, interval=0.2, what="Prometheus to scrape both jobs finished")
     return prometheus

@@ -130,6 +130,11 @@ class PrometheusServer:
             return [{"metric": {}, "value": data["result"]}]
         return list(data["result"])
 
+    def query_range(self, expr: str, start: float, end: float, step: float = 1.0) -> list[dict[str, Any]]:
+        """A range query, as a Grafana panel issues it; returns the series with their `values`."""
+        data = self.api("query_range", query=expr, start=f"{start:.3f}", end=f"{end:.3f}", step=f"{step:g}")
+        return list(data["result"])
+
     def values(self, expr: str) -> list[float]:
         return [float(s["value"][1]) for s in self.query(expr)]
 

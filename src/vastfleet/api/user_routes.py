@@ -31,7 +31,11 @@ def parse_state(value: str | None) -> JobState | None:
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=Job, summary="Submit a job")
 def submit(spec: JobSpec, request: Request) -> Job:
-    return _store(request).submit(spec)
+    job = _store(request).submit(spec)
+    metrics = request.app.state.ctx.extra.get("metrics")  # the exporter, when the runtime has one
+    if metrics is not None:
+        metrics.job_submitted()
+    return job
 
 
 @router.get("", response_model=list[Job], summary="List jobs, oldest first (optionally of one state)")

@@ -82,6 +82,7 @@ class FleetMetrics:
         self.clock = clock
         self._lock = threading.Lock()
         self._series: dict[int, set[Any]] = {}
+        self._models: set[str] = set()  # GPU models whose interruption counters exist (at 0 until one happens)
         r = self.registry
 
         def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
@@ -250,11 +251,22 @@ class FleetMetrics:
                 price = inst.bid_price if inst.is_bid and inst.bid_price else inst.dph_total
                 rates[(gpu, kind)] = rates.get((gpu, kind), 0.0) + float(price or 0.0)
                 gpus[gpu] = gpus.get(gpu, 0) + int(inst.num_gpus or 0)
+        self._zero_interruptions({gpu for _, gpu, _ in counts})
         self._replace(self.instances, counts)
         self._replace(self.fleet_rate, rates)
         self._replace(self.running_gpus, {(g,): n for g, n in gpus.items()})
         self.stopped.set(stopped)
         self.heartbeat_age.set(max((max(0.0, a) for a in heartbeat_ages), default=0.0))
+
+    def _zero_interruptions(self, models: set[str]) -> None:
+        """The interruption counters of a GPU model the fleet rents exist from then on at 0: a counter born
+        at 1 would hide its first increase from increase()/rate() (and from the preemption annotations)."""
+        with self._lock:
+            new, self._models = models - self._models, self._models | models
+        for gpu in new:
+            for kind in PREEMPTION_KINDS:
+                self.preemptions.labels(gpu, kind)
+            self.lost_gpu_seconds.labels(gpu)
 
     def _replace(self, gauge: Gauge, values: dict[Any, float] | dict[Any, int]) -> None:
         """Set the new series, then drop the ones not seen this time (set first, so a scrape in between

@@ -40,9 +40,6 @@ from vastfleet.spec.market import BidKind, Offer, OfferQuery
 
 log = logging.getLogger(__name__)
 
-# supervision causes -> the exporter's preemption kinds
-_METRIC_KIND = {"outbid": "outbid", "paused": "outbid", "stuck_scheduling": "stuck", "boot_timeout": "stuck",
-                "host_offline": "host_offline", "heartbeat_lost": "heartbeat_lost", "exited": "exited"}
 LIVE_STATES = (JobState.PENDING, JobState.PLACING, JobState.BOOTING, JobState.RUNNING, JobState.INTERRUPTED)
 
 
@@ -124,6 +121,11 @@ class SchedulerLoop:
         self.placer = placer or default_placer()
         self.on_outbid = on_outbid or getattr(self.placer, "on_outbid", None) or default_on_outbid
         self.metrics = metrics
+        self._feed: Any = None
+        if metrics is not None:
+            from vastfleet.metrics.feed import PassFeed  # spend, jobs, interruptions (never touches a job)
+
+            self._feed = PassFeed(metrics, store, ctx.prefix, clock)
         self.applier = Applier(ctx, inline=inline, context_key=context_key, fence=self._fenced,
                                queue_ttl_s=requeue_s)
         self._stop = threading.Event()
@@ -267,15 +269,9 @@ class SchedulerLoop:
                 ages = [now - b.at for jid, b in snap.beats.items()
                         if jid in snap.jobs and snap.jobs[jid].state == JobState.RUNNING]
                 self.metrics.fleet_snapshot(ours, ages)
-            if result.applied is not None:
-                for job_id, to, reason in result.applied.transitioned:
-                    if to == JobState.INTERRUPTED:
-                        job = snap.jobs.get(job_id) if snap is not None else None
-                        gpu = job.spec.resources.gpu[0] if job is not None else None
-                        cause = reason.split(":", 1)[0]
-                        self.metrics.preemption(gpu, _METRIC_KIND.get(cause, "unknown"))
+                self._feed.after_pass(snap, result.plan, result.applied, now)
         except Exception:
-            log.debug("metrics hook failed", exc_info=True)
+            log.warning("metrics hook failed", exc_info=True)
 
     # --- running --------------------------------------------------------------------------------------
 

@@ -136,11 +136,11 @@ class JobSpec(Strict):
             return None
         try:
             return parse_duration(value)
-        except ValueError as duration_error:
+        except ValueError:
             if isinstance(value, str) and re.match(r"^\d{4}-\d{2}-\d{2}", value.strip()):
                 parse_time(value)  # raises with its own message
                 return value.strip()
-            raise duration_error
+            raise
 
     @field_validator("env")
     @classmethod

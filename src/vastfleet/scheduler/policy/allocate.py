@@ -81,6 +81,7 @@ def decide_on_table(jobs: Sequence[JobView], table: OfferTable, fleet: FleetStat
         w = job.remaining_work_hours
         cap = job.max_price_per_hour
         cost_od = np.where(od_ok & (table.dph[idx] <= cap), t.a_od * w + t.b_od, np.inf)
+        cost_od = _on_time_only(cost_od, job, t, now, params, taken[idx])
         cost_bid = np.where(bid_ok & (t.bid <= cap), _deadline_aware_bid_cost(job, t, slack, cost_od, params), np.inf)
         is_bid = cost_bid <= cost_od
         cost = np.where(is_bid, cost_bid, cost_od)
@@ -127,6 +128,18 @@ def _deadline_aware_bid_cost(job: JobView, t: Terms, slack: float, cost_od: np.n
     rest = np.maximum(w - w_before, 0.0)
     blended = t.a_bid * np.minimum(w_before, w) + t.b_bid + t.a_od[best] * rest + np.where(rest > 0, t.b_od[best], 0.0)
     return np.where(w_before >= w, plain, blended)
+
+
+def _on_time_only(cost_od: np.ndarray, job: JobView, t: Terms, now: float, params: PolicyParams,
+                  taken: np.ndarray) -> np.ndarray:
+    """On demand is the deadline's safety net: when some free offer finishes in time, drop those that do not."""
+    if job.deadline_at is None or not len(cost_od):
+        return cost_od
+    run_s = job.remaining_work_hours * 3600.0 / t.speed * (1.0 + job.checkpoint_cost_s / t.tau_od)
+    meets = now + params.restart_overhead_s + run_s <= job.deadline_at
+    if (meets & np.isfinite(cost_od) & ~taken).any():
+        return np.where(meets, cost_od, np.inf)
+    return cost_od
 
 
 def _walk(cost: np.ndarray, idx: np.ndarray, taken: np.ndarray, k: int) -> int:

@@ -77,6 +77,9 @@ class Place:
 
 @dataclass(frozen=True)
 class Raise:
+    """Change the bid (vast's `change bid`): resumes a paused rental; a running one keeps running if it
+    still covers the lowest running bid, else the change is refused."""
+
     job_id: str
     bid: float
 
@@ -245,9 +248,10 @@ class Replay:
                     run.interruptions.pop()  # our own choice, not an interruption
             elif isinstance(a, Raise):
                 r = run.rental
-                if r is not None and r.paused and a.bid >= eff[r.offer] - 1e-12:
+                if r is not None and r.kind == "bid" and a.bid >= eff[r.offer] - 1e-12:
                     r.bid = a.bid
-                    self._resume(r, run, now)
+                    if r.paused:
+                        self._resume(r, run, now)
             else:
                 if run.rental is not None or not avail[a.offer]:
                     continue

@@ -2,8 +2,9 @@
 
 It sees the whole trace, pays no lost work and no checkpoints, may run on any fitting offer (on demand, or
 interruptible at the lowest running bid of each tick), ignores other jobs (so the sum over jobs bounds a
-workload), but cannot run faster than the offers allow and pays a restart overhead (the smaller of restart
-and resume) each time it starts a run, and must finish by the deadline.
+workload), but cannot run faster than the offers allow, pays the restart overhead on its first start (every
+job's first start is a fresh launch), the smaller of restart and resume on each later start, the cheapest
+launch download once, and must finish by the deadline.
 
 Method: Lagrangian relaxation of the work constraint. For a price lambda on a work-hour, a forward DP over
 ticks with states (idle | offer x kind x boot phase) finds the schedule minimising cost - lambda * work;
@@ -48,26 +49,39 @@ def _arrays(market: Market, job: WorkJob, k0: int, k1: int) -> tuple[np.ndarray,
 
 
 def _dp(price: np.ndarray, gains: np.ndarray, lams: np.ndarray, dt: float) -> np.ndarray:
-    """min over schedules of sum(cost - lam * work), for each lam. price [T,2,n]; gains [P,n] work-hours."""
+    """min over schedules of sum(cost - lam * work), for each lam. price [T,2,n]; gains [2,P,n] work-hours.
+
+    gains[0] are the boot phases of the job's first start (a fresh launch: the restart overhead), gains[1]
+    those of every later start (the smaller of restart and resume). States: not started yet (cost 0),
+    idle after a start, or running (first/later segment, kind, offer, boot phase).
+    """
     T, _, n = price.shape
-    P = gains.shape[0]
+    P = gains.shape[1]
     L = lams.shape[0]
     inf = np.inf
-    run = np.full((L, 2, n, P), inf)
-    idle = np.zeros(L)
-    lg = lams[:, None, None, None] * gains.T[None, None, :, :]  # [L,1,n,P]
+    run = np.full((L, 2, 2, n, P), inf)  # [L, segment (first|later), kind, offer, phase]
+    idle = np.full(L, inf)  # idle after the first start; "not started" is the constant 0
+    lg = lams[:, None, None, None, None] * np.transpose(gains, (0, 2, 1))[None, :, None, :, :]  # [L,2,1,n,P]
     for t in range(T):
-        c = price[t][None, :, :, None] * (dt / 3600.0)  # [1,2,n,1]
+        c = price[t][None, None, :, :, None] * (dt / 3600.0)  # [1,1,2,n,1]
         best = np.minimum(idle, run.reshape(L, -1).min(axis=1))
         new = np.empty_like(run)
-        new[..., 0] = best[:, None, None] + c[..., 0] - lg[..., 0]
+        new[:, 0, ..., 0] = c[:, 0, ..., 0] - lg[:, 0, ..., 0]  # first start, from "not started"
+        new[:, 1, ..., 0] = best[:, None, None] + c[:, 0, ..., 0] - lg[:, 1, ..., 0]
+        if P > 2:
+            new[..., 1:P - 1] = run[..., 0:P - 2] + c - lg[..., 1:P - 1]
         if P > 1:
-            new[..., 1:P - 1] = run[..., 0:P - 2] + c - lg[..., 1:P - 1] if P > 2 else new[..., 1:P - 1]
             new[..., P - 1] = np.minimum(run[..., P - 2], run[..., P - 1]) + c[..., 0] - lg[..., P - 1]
         new[np.isnan(new)] = inf
         run = new
         idle = best
-    return np.minimum(idle, run.reshape(L, -1).min(axis=1))
+    return np.minimum(np.minimum(idle, 0.0), run.reshape(L, -1).min(axis=1))
+
+
+def _phase_gains(overhead_s: float, P: int, dt: float, speed: np.ndarray) -> np.ndarray:
+    """Work-hours done in each tick of a run segment that starts with `overhead_s` of boot, per offer."""
+    phase_s = np.array([max(0.0, min(dt, (p + 1) * dt - overhead_s)) for p in range(P)])
+    return phase_s[:, None] * speed[None, :] / 3600.0
 
 
 def job_bound(market: Market, job: WorkJob, options: Options) -> JobBound:
@@ -79,16 +93,16 @@ def job_bound(market: Market, job: WorkJob, options: Options) -> JobBound:
     if idx.size == 0 or k1 <= k0:
         return JobBound(job.id, math.inf, False, 0.0)
     r = min(options.restart_overhead_s, options.resume_overhead_s)
-    P = math.ceil(r / dt) + 1
-    phase_s = np.array([max(0.0, min(dt, (p + 1) * dt - r)) for p in range(P)])
-    gains = phase_s[:, None] * speed[None, :] / 3600.0  # [P, n]
+    r_first = options.restart_overhead_s  # the first start is always a fresh launch
+    P = math.ceil(max(r, r_first) / dt) + 1
+    gains = np.stack([_phase_gains(r_first, P, dt, speed), _phase_gains(r, P, dt, speed)])  # [2, P, n]
     bw = float((market.inet_down_cost[idx] * options.launch_gb).min())
     W = job.work_hours
     finite = price[np.isfinite(price)]
     if finite.size == 0:
         return JobBound(job.id, math.inf, False, 0.0)
     lo = max(float(finite.min()) / float(speed.max()) * 0.25, 1e-6)
-    hi = float(finite.max()) / float(speed.min()) * 8.0 * (1.0 + r / dt)
+    hi = float(finite.max()) / float(speed.min()) * 8.0 * (1.0 + r_first / dt)
     lams = np.concatenate([[0.0], np.geomspace(lo, hi, 31)])
     best_val, best_lam = -math.inf, 0.0
     for _ in range(3):
