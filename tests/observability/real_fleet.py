@@ -2,8 +2,9 @@
 its own redis-server, driving the simulator, with a small workload that exercises every panel.
 
 The workload (`RealFleet.run_workload`): one marketplace 503 (retried by the adapter), two short count jobs
-submitted with `vastfleet submit` (one with a budget and a $/h cap), the first one's instance preempted by
-a higher bid once it has checkpointed, the second one's host taken offline once it has checkpointed, and
+submitted with `vastfleet submit` (the first with a budget, a $/h cap and `interruptible: auto`), the first
+one's host taken offline once it has checkpointed, the second one's bid instance preempted by a higher bid
+once it has checkpointed, and
 both jobs run to SUCCEEDED on new instances. Jobs are followed through the job store on the same Redis.
 """
 
@@ -44,7 +45,8 @@ class RealFleet:
     ended_at: float = 0.0
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*VASTFLEET, *args], env=self.env, capture_output=True, text=True, timeout=60)
+        return subprocess.run([*VASTFLEET, *args], check=False, env=self.env, capture_output=True, text=True,
+                              timeout=60)
 
     def submit(self, *sets: str) -> str:
         args = ["submit", str(COUNT_YAML), "--set", f"run={RUN}", "--json"]
@@ -55,22 +57,34 @@ class RealFleet:
         return str(json.loads(done.stdout)["id"])
 
     def checkpointed(self, job_id: str) -> Job | None:
-        """The job while RUNNING with a checkpoint committed in its current attempt."""
+        """The job while RUNNING with a checkpoint committed in its current attempt, and a later heartbeat
+        that reports work past it (so an interruption now loses some work)."""
         job = self.store.get(job_id)
         ref = job.latest_checkpoint
         ok = job.state == JobState.RUNNING and job.instance_id is not None and ref is not None \
-            and ref.epoch == job.epoch
+            and ref.epoch == job.epoch and ref.step is not None \
+            and int(job.progress.get("step", 0)) >= ref.step + 2 and job.updated_at > ref.committed_at
         return job if ok else None
 
     def run_workload(self) -> None:
         self.started_at = time.time()
         self.sim.admin.fault(503, count=1)  # one marketplace call fails and is retried: the error panels
-        self.job_ids = [self.submit("budget_usd=5", "resources.max_price_per_hour=5"), self.submit()]
+        # The first searches on-demand offers too (interruptible: auto), which prices its bid's savings.
+        self.job_ids = [self.submit("budget_usd=5", "resources.max_price_per_hour=5", "interruptible=auto"),
+                        self.submit()]
         first, second = self.job_ids
-        job = wait_for(lambda: self.checkpointed(first), 60, interval=0.1, what="the first job to checkpoint")
-        self.sim.admin.preempt(job.instance_id)  # outbid: an interruptible instance paused
-        job2 = wait_for(lambda: self.checkpointed(second), 60, interval=0.1, what="the second job to checkpoint")
-        self.sim.admin.host_offline(self.sim.admin.instance(job2.instance_id)["host_id"])
+        disrupt = {first: self.take_host_offline, second: self.preempt}
+
+        def disrupted() -> bool:  # each job once, as soon as its attempt has checkpointed (both run at once)
+            for job_id in list(disrupt):
+                job = self.checkpointed(job_id)
+                if job is not None:
+                    disrupt.pop(job_id)(job)
+                elif self.store.get(job_id).state.terminal:
+                    raise AssertionError(f"job {job_id} finished before it could be interrupted")
+            return not disrupt
+
+        wait_for(disrupted, 60, interval=0.05, what="both jobs to checkpoint and be interrupted")
 
         def finished() -> bool:
             return all(self.store.get(j).state.terminal for j in self.job_ids)
@@ -81,6 +95,13 @@ class RealFleet:
             {k: (j.state, j.reason) for k, j in states.items()}, self.log.read_text()[-3000:])
         assert all(j.preemptions >= 1 for j in states.values()), "each job was interrupted once"
         self.ended_at = time.time()
+
+    def preempt(self, job: Job) -> None:
+        """Outbid: the interruptible instance is paused by a higher bid."""
+        self.sim.admin.preempt(job.instance_id)
+
+    def take_host_offline(self, job: Job) -> None:
+        self.sim.admin.host_offline(self.sim.admin.instance(job.instance_id)["host_id"])
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)

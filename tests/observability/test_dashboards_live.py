@@ -39,9 +39,12 @@ def test_every_dashboard_has_queries() -> None:
 
 
 def test_gpu_models_are_the_rented_instances(warm_prometheus: PrometheusServer, real_fleet: RealFleet) -> None:
-    rented = {i["gpu_name"] for i in real_fleet.sim.admin.instances()}
-    models = warm_prometheus.api("label/gpu_model/values", **{"match[]": "vastfleet_spend_dollars_total"})
-    assert models and set(models) <= rented
+    """GPU model labels come from the rented instance (vast's spelling, "RTX 4090"), never from the job's
+    list of acceptable GPUs (the spec's spelling, "RTX_4090")."""
+    allowed = {g.replace("_", " ") for g in real_fleet.store.get(real_fleet.job_ids[0]).spec.resources.gpu}
+    for metric in ("vastfleet_spend_dollars_total", "vastfleet_preemptions_total", "vastfleet_instances"):
+        models = warm_prometheus.api("label/gpu_model/values", **{"match[]": metric})
+        assert models and set(models) <= allowed, (metric, models)
 
 
 def test_the_workload_shows_preemption_recovery_and_spend(
@@ -57,6 +60,8 @@ def test_the_workload_shows_preemption_recovery_and_spend(
     assert prom.values("sum(vastfleet_checkpoint_upload_bytes_total)")[0] > 0
     assert prom.values('sum(vastfleet_spend_dollars_total{kind="compute"})')[0] > 0
     assert prom.values('sum(vastfleet_market_requests_total{code="503"})')[0] >= 1
+    errors = prom.values('sum(vastfleet_market_requests_total{code!~"2.."})')[0]
+    assert 1 <= errors < prom.values("sum(vastfleet_market_requests_total)")[0] / 10  # successes are 2xx
     # Jobs by state come from the job store at scrape time.
     succeeded = prom.values('max(vastfleet_jobs{state="SUCCEEDED"})')[0]
     assert succeeded == real_fleet.store.counts()[JobState.SUCCEEDED] == 2
@@ -79,5 +84,7 @@ def test_rules_load_and_evaluate(warm_prometheus: PrometheusServer) -> None:
         "VastfleetPreemptionStorm",
     } <= names
     savings = wait_for(lambda: prom.values("vastfleet:savings_dollars"), timeout=10, what="savings recorded")
-    assert savings[0] > 0  # the jobs ran on bids below the offers' on-demand prices
+    # >= 0: a bid is priced against the machine's on-demand offer only when the job also searched on-demand
+    # (the first job, interruptible: auto, when the scheduler chose a bid for it); otherwise both are equal.
+    assert savings[0] >= 0
     assert prom.query('ALERTS{alertname="VastfleetStoppedInstance"}') == []

@@ -103,7 +103,9 @@ def test_market_calls_by_operation_and_code() -> None:
     m.market_call("create_instance", 200, 0.4)
     m.market_call("create_instance", 429, 0.1)
     m.market_call("search_offers", "ReadTimeout", 10.0)
+    m.market_call("list_instances", "ok", 0.1)  # the vast adapter's word for a success
     assert value(m, "vastfleet_market_requests_total", operation="create_instance", code="200") == 1
+    assert value(m, "vastfleet_market_requests_total", operation="list_instances", code="2xx") == 1
     assert value(m, "vastfleet_market_requests_total", operation="create_instance", code="429") == 1
     assert value(m, "vastfleet_market_requests_total", operation="search_offers", code="read_timeout") == 1
     assert value(m, "vastfleet_market_request_seconds_count", operation="create_instance") == 2

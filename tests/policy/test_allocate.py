@@ -65,3 +65,14 @@ def test_job_view_from_a_stored_job():
     assert v.gpu_names == ("RTX 4090",) and v.num_gpus == 2 and v.max_price_per_hour == 1.5
     assert v.remaining_work_hours == 6.0 and v.deadline_at == 100.0 + 12 * 3600 and v.interruptions == 1
     assert v.reference_dlperf() == 88.0
+
+
+def test_the_final_on_demand_run_goes_to_an_offer_that_finishes_in_time():
+    slow = make_offer(dlperf=22.0, dph_total=0.30)  # cheapest per work-hour, but half speed
+    fast = make_offer(dlperf=44.0, dph_total=0.70)
+    job = make_job(remaining_work_hours=4.0, interruptible="never", deadline_at=5 * 3600.0)
+    placed = decide_placements([job], [slow, fast], FleetStats(), 0.0, PolicyParams())
+    assert [(p.offer_id, p.kind) for p in placed] == [(fast.id, "on_demand")]
+    roomy = make_job(remaining_work_hours=4.0, interruptible="never", deadline_at=20 * 3600.0)
+    placed = decide_placements([roomy], [slow, fast], FleetStats(), 0.0, PolicyParams())
+    assert [p.offer_id for p in placed] == [slow.id]

@@ -17,6 +17,7 @@ from vastfleet.scheduler.policy import (
     feasible,
     hazards,
     interruptible_allowed,
+    lower_running_bid,
     on_outbid,
     option_terms,
     rank_offers,
@@ -143,3 +144,12 @@ def test_rank_offers_explains_rejections():
     assert r.rejected["gpu_model"] == 1 and r.rejected["verified"] == 1
     assert [row.kind for row in r.rows] == ["bid", "on_demand"]
     assert r.rows[0].expected_cost <= r.rows[1].expected_cost
+
+
+def test_a_running_bid_follows_a_falling_min_bid_down_but_never_up():
+    job = make_job(remaining_work_hours=5.0)
+    cheaper = OfferTable.from_offers([make_offer(min_bid=0.10)], job.disk_gb)
+    bid = lower_running_bid(job, cheaper, 0.15, FleetStats(), PolicyParams())
+    assert bid is not None and 0.10 <= bid < 0.15
+    dearer = OfferTable.from_offers([make_offer(min_bid=0.20)], job.disk_gb)
+    assert lower_running_bid(job, dearer, 0.15, FleetStats(), PolicyParams()) is None

@@ -5,8 +5,9 @@ The scheduler calls `PassFeed.after_pass` once per observed pass; it turns the s
 transitions into the job, money and interruption metrics:
     spend             each running instance of ours bills dph_total x elapsed hours as compute; a stopped one
                       bills its disk as storage (the offer's storage $/GB-month x disk, when the offer was
-                      seen at create; else dph_total - bid for a bid). The on-demand equivalent is the offer's
-                      on-demand $/h (remembered at create) x the same hours; unknown: the same figure.
+                      seen at create; else dph_total - bid for a bid). The on-demand equivalent of a bid is
+                      the same machine's on-demand offer (seen at create, when the job searched on-demand
+                      too) x the same hours; unknown (interruptible: always): the same figure.
     job_started       a job first seen RUNNING in an attempt whose claim happened after this feed started:
                       wait = RUNNING - the time it (re-)entered PENDING; recovery = RUNNING - the interruption
                       before it (read from the job's event stream, once per attempt).
@@ -52,7 +53,7 @@ class PassFeed:
         self.clock = clock
         self.started_at = clock()
         self._accrued_at: dict[int, float] = {}  # instance id -> time billed up to
-        self._offer: dict[tuple[str, int], tuple[float, float]] = {}  # (job, epoch) -> (on-demand $/h, $/GB-mo)
+        self._offer: dict[tuple[str, int], tuple[float | None, float]] = {}  # (job, epoch) -> (on-demand $/h, $/GB-mo)
         self._cost: dict[str, float] = {}  # job id -> dollars accrued
         self._running: dict[str, tuple[int, float]] = {}  # job id -> (epoch, RUNNING at) reported
         self._live: set[str] = set()
@@ -93,11 +94,16 @@ class PassFeed:
         from vastfleet.scheduler.plan import Create
 
         for create in plan.of(Create):
-            for offer in snap.offers.get(create.job_id, ()):
-                if offer.id == create.offer_id:
-                    # Offer.dph_total is the on-demand price even in a bid search.
-                    self._offer[(create.job_id, create.epoch)] = (offer.dph_total, offer.storage_cost)
-                    break
+            offers = snap.offers.get(create.job_id, ())
+            chosen = next((o for o in offers if o.id == create.offer_id), None)
+            if chosen is None:
+                continue
+            # A bid search prices offers at the bid: the on-demand price is that of the same machine's
+            # on-demand offer, when the job searched on-demand too (interruptible: auto).
+            on_demand = chosen.dph_total if not chosen.is_bid else next(
+                (o.dph_total for o in offers if not o.is_bid and o.machine_id == chosen.machine_id
+                 and o.num_gpus == chosen.num_gpus), None)
+            self._offer[(create.job_id, create.epoch)] = (on_demand, chosen.storage_cost)
 
     def _spend(self, snap: Any, now: float) -> None:
         seen: set[int] = set()
@@ -115,7 +121,7 @@ class PassFeed:
             offer = self._offer.get((parsed[0], parsed[1]))
             if status == "running":
                 dollars = float(inst.dph_total or 0.0) * hours
-                on_demand = offer[0] * hours if offer is not None and inst.is_bid else dollars
+                on_demand = offer[0] * hours if offer is not None and offer[0] and inst.is_bid else dollars
                 self.metrics.spend(dollars, "compute", inst.gpu_name, inst.is_bid, on_demand_dollars=on_demand)
             elif status == "stopped":
                 rate = _storage_rate(inst, offer[1] if offer is not None else None)

@@ -63,12 +63,16 @@ def word(value: str, what: str) -> str:
 
 
 def status_code(code: int | str) -> str:
-    """HTTP statuses as their number; anything else (an exception class, 'timeout') as a short word."""
+    """HTTP statuses as their number; a success whose exact status is not known (the marketplace adapter
+    says "ok": the vastai client hides it) as "2xx", so that `code!~"2.."` stays the errors; anything else
+    (an exception class, 'timeout') as a short word."""
     if isinstance(code, int):
         return str(code)
     text = str(code).strip()
     if text.isdigit():
         return text
+    if text.lower() in ("ok", "success", "2xx"):
+        return "2xx"
     return word(re.sub(r"(?<!^)(?=[A-Z])", "_", text).lower().replace("__", "_")[:40], "code")
 
 

@@ -121,11 +121,7 @@ class SchedulerLoop:
         self.placer = placer or default_placer()
         self.on_outbid = on_outbid or getattr(self.placer, "on_outbid", None) or default_on_outbid
         self.metrics = metrics
-        self._feed: Any = None
-        if metrics is not None:
-            from vastfleet.metrics.feed import PassFeed  # spend, jobs, interruptions (never touches a job)
-
-            self._feed = PassFeed(metrics, store, ctx.prefix, clock)
+        self._feed: Any = None  # vastfleet.metrics.feed.PassFeed of `metrics`, made at the first pass
         self.applier = Applier(ctx, inline=inline, context_key=context_key, fence=self._fenced,
                                queue_ttl_s=requeue_s)
         self._stop = threading.Event()
@@ -269,6 +265,10 @@ class SchedulerLoop:
                 ages = [now - b.at for jid, b in snap.beats.items()
                         if jid in snap.jobs and snap.jobs[jid].state == JobState.RUNNING]
                 self.metrics.fleet_snapshot(ours, ages)
+                if self._feed is None or self._feed.metrics is not self.metrics:
+                    from vastfleet.metrics.feed import PassFeed  # spend, jobs, interruptions; never a write
+
+                    self._feed = PassFeed(self.metrics, self.store, self.ctx.prefix, self.clock)
                 self._feed.after_pass(snap, result.plan, result.applied, now)
         except Exception:
             log.warning("metrics hook failed", exc_info=True)

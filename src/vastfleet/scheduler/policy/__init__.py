@@ -5,11 +5,12 @@ Never does I/O and imports no redis, vastai or boto3. Entry points:
   on_outbid(job, paused_offer, other_offers, fleet, now, params) -> Decision
   checkpoint_interval(checkpoint_cost_s, hazard_per_hour) -> seconds
   should_escalate_to_on_demand(interruption_times, now, params) -> bool
+  lower_running_bid(job, here, current_bid, fleet, params) -> float | None
   rank_offers(job, table, fleet, now, params) -> Ranking   (for `vastfleet offers --explain`)
 """
 
 from vastfleet.scheduler.policy.allocate import decide_on_table, decide_placements
-from vastfleet.scheduler.policy.bid import choose_bid, on_outbid, outbid_decision
+from vastfleet.scheduler.policy.bid import choose_bid, lower_running_bid, on_outbid, outbid_decision
 from vastfleet.scheduler.policy.cadence import checkpoint_interval
 from vastfleet.scheduler.policy.cost import Terms, option_terms
 from vastfleet.scheduler.policy.deadline import interruptible_allowed, should_escalate_to_on_demand, slack_s
@@ -28,6 +29,6 @@ from vastfleet.scheduler.policy.types import (
 __all__ = [
     "CHAIN", "Decision", "FleetStats", "JobView", "OfferTable", "Placement", "PolicyParams", "RankedOffer",
     "Ranking", "Terms", "checkpoint_interval", "choose_bid", "decide_on_table", "decide_placements", "feasible",
-    "hazards", "interruptible_allowed", "job_view_from_job", "on_outbid", "option_terms", "outbid_decision",
-    "rank_offers", "should_escalate_to_on_demand", "slack_s",
+    "hazards", "interruptible_allowed", "job_view_from_job", "lower_running_bid", "on_outbid", "option_terms",
+    "outbid_decision", "rank_offers", "should_escalate_to_on_demand", "slack_s",
 ]

@@ -28,6 +28,18 @@ def choose_bid(job: JobView, offer: Offer, fleet: FleetStats, params: PolicyPara
     return float(t.bid[0]), float(t.margin[0])
 
 
+def lower_running_bid(job: JobView, here: OfferTable, current_bid: float, fleet: FleetStats,
+                      params: PolicyParams) -> float | None:
+    """The lowest running bid fell under a running rental's bid (`here.min_bid`, one row): the bid to change
+    to (vast's `change bid`, no restart), or None to keep the current one. The margin is the one that is best
+    now, for the work left."""
+    t = option_terms(here, fleet, params, ref_dlperf=job.reference_dlperf(), ckpt_s=job.checkpoint_cost_s,
+                     checkpoints=job.checkpoints, work_h=job.remaining_work_hours, first_overhead_s=0.0,
+                     bandwidth=False)
+    bid = float(t.bid[0])
+    return bid if bid < current_bid * (1.0 - 1e-6) else None
+
+
 def outbid_decision(job: JobView, paused: OfferTable, others: OfferTable, fleet: FleetStats, now: float,
                     params: PolicyParams) -> Decision:
     """Raise the paused instance's bid, or move, whichever finishes cheaper in expectation."""

@@ -3,13 +3,14 @@
 It sees the whole trace, pays no lost work and no checkpoints, may run on any fitting offer (on demand, or
 interruptible at the lowest running bid of each tick), ignores other jobs (so the sum over jobs bounds a
 workload), but cannot run faster than the offers allow, pays the restart overhead on its first start (every
-job's first start is a fresh launch), the smaller of restart and resume on each later start, the cheapest
-launch download once, and must finish by the deadline.
+job's first start is a fresh launch) and the launch download of the offer it first starts on, the smaller
+of restart and resume on each later start, and must finish by the deadline.
 
 Method: Lagrangian relaxation of the work constraint. For a price lambda on a work-hour, a forward DP over
 ticks with states (idle | offer x kind x boot phase) finds the schedule minimising cost - lambda * work;
 then L(lambda) = lambda * W + that minimum is <= the true optimum for every lambda >= 0 (weak duality), and
-we maximise it over lambda. Each L(lambda) is a valid bound, so the reported figure is one, whatever the
+we maximise it over lambda. The minimum is over schedules that start at least once (every job does): the
+empty schedule would let the relaxation spread the one-time costs of a start over nothing. Each L(lambda) is a valid bound, so the reported figure is one, whatever the
 gap; tests check it against brute force on tiny cases. Vectorised over a batch of lambdas with numpy.
 """
 
@@ -48,12 +49,13 @@ def _arrays(market: Market, job: WorkJob, k0: int, k1: int) -> tuple[np.ndarray,
     return idx, price, speed
 
 
-def _dp(price: np.ndarray, gains: np.ndarray, lams: np.ndarray, dt: float) -> np.ndarray:
+def _dp(price: np.ndarray, gains: np.ndarray, lams: np.ndarray, dt: float, launch: np.ndarray) -> np.ndarray:
     """min over schedules of sum(cost - lam * work), for each lam. price [T,2,n]; gains [2,P,n] work-hours.
 
     gains[0] are the boot phases of the job's first start (a fresh launch: the restart overhead), gains[1]
     those of every later start (the smaller of restart and resume). States: not started yet (cost 0),
-    idle after a start, or running (first/later segment, kind, offer, boot phase).
+    idle after a start, or running (first/later segment, kind, offer, boot phase). `launch` [n] is paid
+    on the first start.
     """
     T, _, n = price.shape
     P = gains.shape[1]
@@ -66,7 +68,7 @@ def _dp(price: np.ndarray, gains: np.ndarray, lams: np.ndarray, dt: float) -> np
         c = price[t][None, None, :, :, None] * (dt / 3600.0)  # [1,1,2,n,1]
         best = np.minimum(idle, run.reshape(L, -1).min(axis=1))
         new = np.empty_like(run)
-        new[:, 0, ..., 0] = c[:, 0, ..., 0] - lg[:, 0, ..., 0]  # first start, from "not started"
+        new[:, 0, ..., 0] = c[:, 0, ..., 0] - lg[:, 0, ..., 0] + launch  # first start: the launch download
         new[:, 1, ..., 0] = best[:, None, None] + c[:, 0, ..., 0] - lg[:, 1, ..., 0]
         if P > 2:
             new[..., 1:P - 1] = run[..., 0:P - 2] + c - lg[..., 1:P - 1]
@@ -75,7 +77,9 @@ def _dp(price: np.ndarray, gains: np.ndarray, lams: np.ndarray, dt: float) -> np
         new[np.isnan(new)] = inf
         run = new
         idle = best
-    return np.minimum(np.minimum(idle, 0.0), run.reshape(L, -1).min(axis=1))
+    # the empty schedule is left out: every job has work, so it starts at least once, and its one-time costs
+    # (the first boot, the launch download) are not spread over an empty schedule
+    return np.minimum(idle, run.reshape(L, -1).min(axis=1))
 
 
 def _phase_gains(overhead_s: float, P: int, dt: float, speed: np.ndarray) -> np.ndarray:
@@ -96,17 +100,25 @@ def job_bound(market: Market, job: WorkJob, options: Options) -> JobBound:
     r_first = options.restart_overhead_s  # the first start is always a fresh launch
     P = math.ceil(max(r, r_first) / dt) + 1
     gains = np.stack([_phase_gains(r_first, P, dt, speed), _phase_gains(r, P, dt, speed)])  # [2, P, n]
-    bw = float((market.inet_down_cost[idx] * options.launch_gb).min())
     W = job.work_hours
     finite = price[np.isfinite(price)]
     if finite.size == 0:
         return JobBound(job.id, math.inf, False, 0.0)
     lo = max(float(finite.min()) / float(speed.max()) * 0.25, 1e-6)
     hi = float(finite.max()) / float(speed.min()) * 8.0 * (1.0 + r_first / dt)
+    launch = market.inet_down_cost[idx] * options.launch_gb  # paid on the offer where the job first starts
+    best_val, best_lam = _maximise(price, gains, W, lo, hi, dt, launch)
+    feasible = best_lam < hi * 0.99  # lam runs to the top only when no schedule does the work
+    return JobBound(job.id, best_val, feasible, best_lam)
+
+
+def _maximise(price: np.ndarray, gains: np.ndarray, W: float, lo: float, hi: float, dt: float,
+              launch: np.ndarray) -> tuple[float, float]:
+    """max over lam of lam * W + DP(lam): a coarse geometric grid, then two finer linear grids."""
     lams = np.concatenate([[0.0], np.geomspace(lo, hi, 31)])
     best_val, best_lam = -math.inf, 0.0
     for _ in range(3):
-        vals = lams * W + _dp(price, gains, lams, dt)
+        vals = lams * W + _dp(price, gains, lams, dt, launch)
         i = int(np.argmax(vals))
         if vals[i] > best_val:
             best_val, best_lam = float(vals[i]), float(lams[i])
@@ -115,9 +127,7 @@ def job_bound(market: Market, job: WorkJob, options: Options) -> JobBound:
         if right <= left:
             break
         lams = np.linspace(left, right, 24)
-    top = hi
-    feasible = best_lam < top * 0.99
-    return JobBound(job.id, best_val + bw, feasible, best_lam)
+    return best_val, best_lam
 
 
 def optimum(market: Market, jobs: list[WorkJob], options: Options) -> dict[str, JobBound]:

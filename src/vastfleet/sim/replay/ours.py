@@ -20,25 +20,20 @@ from vastfleet.scheduler.policy import (
     PolicyParams,
     decide_on_table,
     interruptible_allowed,
+    lower_running_bid,
     outbid_decision,
     should_escalate_to_on_demand,
 )
-from vastfleet.scheduler.policy.cost import option_terms, young_daly
+from vastfleet.scheduler.policy.cost import young_daly
 from vastfleet.sim.replay.baselines import job_mask, slack
 from vastfleet.sim.replay.engine import Action, JobRun, Place, Raise, Release, Replay
-
-
-def job_mask_of(sim: Replay, key: tuple[object, ...]) -> np.ndarray:
-    names, num = key
-    return np.isin(sim.m.gpu, np.array(names, dtype=object)) & (sim.m.num_gpus >= num)  # type: ignore[operator]
 
 
 class Ours:
     name = "ours"
 
-    def __init__(self, params: PolicyParams | None = None, rebalance_every: int = 12, hysteresis: float = 0.15,
-                 rebid: bool = True, wait_above: float | None = None, wait_quantile: float = 0.25,
-                 wait_keep: float = 0.5, wait_window: int = 288) -> None:
+    def __init__(self, params: PolicyParams | None = None, rebalance_every: int = 6, hysteresis: float = 0.08,
+                 rebid: bool = True) -> None:
         self.params = params
         self.fleet = FleetStats()
         self.prev: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -47,11 +42,6 @@ class Ours:
         self.hysteresis = hysteresis  # a move must save this share of the expected cost to stay
         self.rebid = rebid  # lower a running bid (vast's change bid) when the lowest running bid falls
         self.last_eff: np.ndarray | None = None
-        # price-aware waiting: a job with slack to spare skips an offer whose price per DLPerf is more than
-        # `wait_above` over the `wait_quantile` of what its GPUs cost in the last `wait_window` ticks
-        self.wait_above, self.wait_quantile, self.wait_keep, self.wait_window = (wait_above, wait_quantile,
-                                                                                  wait_keep, wait_window)
-        self.history: dict[tuple[object, ...], list[float]] = {}
 
     def _params(self, sim: Replay) -> PolicyParams:
         if self.params is None:
@@ -142,49 +132,15 @@ class Ours:
         eff = sim.eff(k)
         if self.last_eff is None or not eff[r.offer] < self.last_eff[r.offer] * (1 - 1e-9):
             return None
-        t = option_terms(self.table(sim, k, np.array([r.offer])), self.fleet, p, ref_dlperf=run.job.ref_dlperf,
-                         ckpt_s=sim.o.checkpoint_cost_s, first_overhead_s=0.0, bandwidth=False)
-        bid = float(t.bid[0])
-        return Raise(run.job.id, bid) if bid < r.bid * (1 - 1e-6) else None
-
-    def _record_prices(self, sim: Replay, k: int, avail: np.ndarray) -> None:
-        """Remember, per kind of job, the cheapest price per DLPerf it could have rented this tick."""
-        m = sim.m
-        per = np.where(avail, (sim.eff(k) + m.storage_dph) / m.dlperf, np.inf)
-        for run in sim.active():
-            key = (run.job.gpu_names, run.job.num_gpus)
-            if key in self.history and self.history[key] and self.history[key][-1] is None:
-                continue
-            self.history.setdefault(key, [])
-        for key, h in self.history.items():
-            best = float(per[job_mask_of(sim, key)].min(initial=np.inf))
-            if np.isfinite(best):
-                h.append(best)
-                del h[:-self.wait_window]
-
-    def _too_dear(self, sim: Replay, run: JobRun, now: float, offer: int, bid: float, avail: np.ndarray) -> bool:
-        """Wait for a cheaper offer: the price is well above its recent level and the slack has room."""
-        if self.wait_above is None:
-            return False
-        h = self.history.get((run.job.gpu_names, run.job.num_gpus), [])
-        if len(h) < 12:
-            return False
-        m = sim.m
-        price = (bid + float(m.storage_dph[offer])) / float(m.dlperf[offer])
-        if price <= (1.0 + self.wait_above) * float(np.quantile(h, self.wait_quantile)):
-            return False
-        mask = job_mask(sim, run)
-        speed = float((m.dlperf[mask] / run.job.ref_dlperf).max())
-        od_left_s = (run.job.work_hours - sim.progress(run, now)) * 3600.0 / speed
-        return self._slack(sim, run, now, mask, avail) > self.wait_keep * od_left_s + 2 * 3600.0
+        bid = lower_running_bid(self.view(sim, run, now), self.table(sim, k, np.array([r.offer])), r.bid,
+                                self.fleet, p)
+        return None if bid is None else Raise(run.job.id, bid)
 
     def step(self, sim: Replay, k: int, now: float) -> list[Action]:
         p = self._params(sim)
         if self.prev is None or self.prev[0] != k:
             self.last_eff = None if self.prev is None else self.prev[1]
             self.observe(sim, k)
-            if self.wait_above is not None:
-                self._record_prices(sim, k, sim.available(k))
         acts: list[Action] = []
         waiting: list[JobView] = []
         avail = sim.available(k)
@@ -231,9 +187,6 @@ class Ours:
                     if not interruptible_allowed(self._slack(sim, run, now, job_mask(sim, run), avail), 1800.0, p,
                                                  sim.o.checkpoint_cost_s):
                         self.final_od.add(pl.job_id)
-                if pl.kind == "bid" and self._too_dear(sim, sim.runs[pl.job_id], now, pl.offer_id, pl.bid or 0.0,
-                                                       avail):
-                    continue
                 tau = float(pl.terms.get("checkpoint_interval_s", 1800.0))
                 acts.append(Place(pl.job_id, pl.offer_id, pl.kind, pl.bid or 0.0, tau))
         return acts
