@@ -73,6 +73,7 @@ class Settings(BaseSettings):
     # secrets of the control plane (never sent to an instance)
     agent_secret: str = Field(default_factory=lambda: secrets.token_hex(24))
     storage_secret: str = Field(default_factory=lambda: secrets.token_hex(24))
+    secrets_dir: Path | None = None  # job secrets as files <NAME> (else VASTFLEET_SECRET_<NAME> in the env)
     checkpoint_dir: Path | None = None  # the local store (default: <data_dir>/checkpoints)
     s3_bucket: str = ""  # set: checkpoints in this S3-compatible bucket (credentials: the usual AWS_* env)
     s3_endpoint_url: str | None = None
@@ -264,6 +265,9 @@ class Runtime:
             log.warning("VASTFLEET_TOKEN is not set: the API uses a one-off random token (not shown); set"
                         " VASTFLEET_TOKEN to call it from the CLI")
         if s.run_api:
+            from vastfleet.api.secrets import SecretSource
+
+            secrets_source = SecretSource(directory=s.secrets_dir)
             if s.s3_bucket:
                 from vastfleet.storage.s3 import S3CheckpointStore
 
@@ -272,7 +276,8 @@ class Runtime:
             else:
                 self.ckpt = LocalCheckpointStore(s.checkpoint_dir or self._data_dir() / "checkpoints",
                                                  s.storage_secret)
-            hooks = AgentHooks(checkpoint_interval=lambda job: s.checkpoint_interval_s)
+            hooks = AgentHooks(checkpoint_interval=lambda job: s.checkpoint_interval_s,
+                               resolve_secrets=secrets_source.resolve)
             if self.metrics is not None:
                 from vastfleet.metrics.feed import CommitFeed
 
@@ -289,7 +294,8 @@ class Runtime:
 
                 metrics_app = metrics_asgi_app(self.metrics)
             app = create_app(ApiContext(store=self.store, token=self.api_token, agent_router=agent,
-                                        metrics_app=metrics_app, extra={"metrics": self.metrics}))
+                                        metrics_app=metrics_app, extra={"metrics": self.metrics,
+                                                                   "secrets": secrets_source}))
             self.server = ServerThread(app, s.api_host, s.api_port).start()
             self.public_url = s.public_url or self.server.url
             if isinstance(self.ckpt, LocalCheckpointStore):

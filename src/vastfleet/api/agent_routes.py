@@ -70,6 +70,8 @@ class AgentHooks:
     on_claim: Callable[[Job], None] | None = None
     on_commit: Callable[[Job, CheckpointRef], None] | None = None
     on_finish: Callable[[Job], None] | None = None
+    # the values of the spec's secrets, handed to the agent only in the claim answer (never stored)
+    resolve_secrets: Callable[[list[str]], dict[str, str]] | None = None
 
 
 @dataclass
@@ -247,13 +249,18 @@ class _AgentApi:
         )
         self._hook(self.hooks.on_claim, job)
         spec = job.spec
+        env = dict(spec.env)
+        if spec.secrets:
+            if self.hooks.resolve_secrets is None:
+                raise BadInput(f"secrets: {', '.join(spec.secrets)} cannot be resolved: this server has no secrets")
+            env.update(self.hooks.resolve_secrets(list(spec.secrets)))
         return {
             "job_id": job.id,
             "epoch": job.epoch,
             "name": spec.name,
             "run": spec.run,
             "setup": spec.setup,
-            "env": spec.env,
+            "env": env,
             "runtime": spec.runtime.value,
             "gpus": spec.resources.gpus,
             "checkpoint_required": spec.checkpoint.required,

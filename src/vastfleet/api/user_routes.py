@@ -31,6 +31,11 @@ def parse_state(value: str | None) -> JobState | None:
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=Job, summary="Submit a job")
 def submit(spec: JobSpec, request: Request) -> Job:
+    if spec.secrets:
+        source = request.app.state.ctx.extra.get("secrets")  # a SecretSource, when the server holds secrets
+        if source is None:
+            raise BadInput(f"secrets: {', '.join(spec.secrets)} named, but this server holds no secrets")
+        source.check(spec.secrets)
     job = _store(request).submit(spec)
     metrics = request.app.state.ctx.extra.get("metrics")  # the exporter, when the runtime has one
     if metrics is not None:

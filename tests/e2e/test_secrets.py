@@ -1,0 +1,69 @@
+"""Job secrets: names in the spec, values only in the agent's claim answer and the job's environment.
+
+The value must never appear in the job record, its events, the onstart command, the instance's stored env
+at the marketplace, or the instance log; a job naming a secret the control plane does not hold is refused
+at submit with nothing written.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.harness import count_spec, ours_left, settings
+from tests.helpers import wait_for
+from tests.sim_fixtures import running_sim
+from vastfleet.runtime import build_runtime
+from vastfleet.spec.job import JobState
+
+pytestmark = pytest.mark.slow
+VALUE = "s3cr3t-hf-value-4711"
+# The job proves it got the value without printing it: exit 0 only when it matches, after a pause that
+# lets the test read the instance while it runs.
+CHECK = ("python3 -c \"import os,sys,time; time.sleep(2); "
+         f"sys.exit(0 if os.environ.get('HF_TOKEN') == '{VALUE[::-1]}'[::-1] else 3)\"")
+
+
+def test_secret_reaches_the_job_and_nothing_else(tmp_path: Path, redis_url: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VASTFLEET_SECRET_HF_TOKEN", raising=False)
+    spec = count_spec(steps=1, every=1, sleep=0.01, run=CHECK, secrets="[HF_TOKEN]", **{"checkpoint.required": "false"})
+    with running_sim(tmp_path, seed=4, hosts=8, boot_delay=0.2) as sim:
+        rt = build_runtime(settings(sim, redis_url, tmp_path, api_token="user-token")).start()
+        try:
+            api = httpx.Client(base_url=rt.public_url, headers={"Authorization": "Bearer user-token"})
+            body = json.loads(spec.model_dump_json())
+            refused = api.post("/v1/jobs", json=body)
+            assert refused.status_code == 422 and "HF_TOKEN" in refused.text
+            assert api.get("/v1/jobs").json() == []  # nothing written
+
+            monkeypatch.setenv("VASTFLEET_SECRET_HF_TOKEN", VALUE)
+            created = api.post("/v1/jobs", json=body)
+            assert created.status_code == 201, created.text
+            job_id = created.json()["id"]
+
+            running = wait_for(lambda: (j := rt.store.get(job_id)).state == JobState.RUNNING and j, 40,
+                               what="the job to run")
+            row = httpx.get(f"{sim.url}/api/v0/instances/{running.instance_id}/",
+                            headers={"Authorization": f"Bearer {sim.api_key}"}).json()["instances"]
+            log_path = sim.sim.runner.log_path(running.instance_id)
+            seen_log: list[str] = [""]
+
+            def ended() -> object:
+                if log_path.exists():  # keep the last read: destroy removes the instance's files
+                    seen_log[0] = log_path.read_text(errors="replace")
+                return (j := rt.store.get(job_id)).state.terminal and j
+
+            done = wait_for(ended, 40, what="the job to end")
+            assert done.state == JobState.SUCCEEDED and done.exit_code == 0, done.reason
+
+            assert VALUE not in json.dumps(row), "the marketplace's stored instance (env, onstart) holds no secret"
+            assert VALUE not in done.model_dump_json()
+            assert all(VALUE not in e.model_dump_json() for e in rt.store.events(job_id))
+            assert "exited with 0" in seen_log[0] and VALUE not in seen_log[0], "the instance log holds no secret"
+            wait_for(lambda: not ours_left(sim), 20, what="the instance to be destroyed")
+        finally:
+            rt.stop()
