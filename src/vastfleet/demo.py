@@ -127,15 +127,20 @@ class Demo:
     def table(self, jobs: list[Job]) -> Table:
         t = Table(title=f"vastfleet demo — {len(self.injected)}/{self.n_preempt} preemptions injected,"
                   f" {time.monotonic() - self.started:.0f}s")
-        for col in ("job", "state", "attempt", "step", "ckpt", "preempted", "instance", "reason"):
-            t.add_column(col, no_wrap=col != "reason")
+        wide = Console().width >= 110  # the reason fits only a wide terminal; an 80-column one keeps the figures
+        for col in ("job", "state", "try", "step", "ckpt", "preempted", "instance"):
+            t.add_column(col, no_wrap=True)
+        if wide:
+            t.add_column("reason", no_wrap=True, overflow="ellipsis", max_width=48)
         for j in jobs:
             prog = j.progress or {}
-            step = f"{prog.get('step', 0)}/{prog.get('of', STEPS)}"
+            of = prog.get("of", STEPS)
+            # the last heartbeat may predate the final step; success means the command counted to the end
+            step = f"{of}/{of}" if j.state == JobState.SUCCEEDED else f"{prog.get('step', 0)}/{of}"
             ckpt = str(j.latest_checkpoint.step) if j.latest_checkpoint else "-"
             style = {"SUCCEEDED": "green", "FAILED": "red", "RUNNING": "cyan"}.get(j.state.value, "yellow")
             t.add_row(j.id, f"[{style}]{j.state.value}[/]", str(j.epoch), step, ckpt, str(j.preemptions),
-                      str(j.instance_id or "-"), j.reason[:48])
+                      str(j.instance_id or "-"), *([j.reason] if wide else []))
         return t
 
     # --- the summary ------------------------------------------------------------------------------------
@@ -229,6 +234,7 @@ def demo_command(jobs: int = 3, preemptions: int = 3, as_json: bool = False) -> 
 
 
 def _print_summary(console: Console, r: dict[str, Any]) -> None:
+    console.print()
     t = Table(title="summary", show_header=False)
     t.add_column("what")
     t.add_column("value")

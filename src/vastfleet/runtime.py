@@ -41,6 +41,7 @@ from vastfleet.market.protocol import Marketplace
 from vastfleet.queue import JobStore
 from vastfleet.queue.actions import ACTION_QUEUES, raw_connection
 from vastfleet.scheduler import actions as act
+from vastfleet.scheduler.exclusions import CheckpointCosts, HostExclusions
 from vastfleet.scheduler.labels import label_for
 from vastfleet.scheduler.loop import LoopConfig, SchedulerLoop
 from vastfleet.scheduler.plan import PlanParams
@@ -93,7 +94,8 @@ class Settings(BaseSettings):
     gone_grace_s: float = 30.0
     create_lock_s: float = 120.0  # one create call's bound; a create killed mid-way is re-driven after this
     action_requeue_s: float = 60.0  # a queued action no worker took in this long is queued again
-    checkpoint_interval_s: float = 600.0  # for `interval: auto` until the policy's cadence is wired
+    checkpoint_interval_s: float = 600.0  # for `interval: auto` where no scheduler runs in this process
+    host_exclusion_s: float = 6 * 3600.0  # a host that failed us is not placed on again for this long
     agent_poll_s: float = 1.0
     log_level: str = "INFO"
 
@@ -214,6 +216,18 @@ class Runtime:
         self.redis_kind = "fakeredis (in-process, NOT persistent)"
         return fakeredis.FakeRedis(decode_responses=True)
 
+    def _checkpoint_interval(self, job: Job, costs: CheckpointCosts) -> float | None:
+        """`interval: auto`: Young/Daly from this process's scheduler's hazard estimate and the job's measured
+        upload time (None: no scheduler here, the API's default applies). Runs in the agent API's requests."""
+        cadence = getattr(self.loop.placer, "checkpoint_interval", None) if self.loop is not None else None
+        if cadence is None:
+            return None
+        try:
+            return float(cadence(job, costs.cost_s(job.id)))
+        except (redis.RedisError, ValueError, RuntimeError):  # RuntimeError: the loop's thread resized a dict
+            log.warning("checkpoint cadence unavailable for %s", job.id, exc_info=True)
+            return None
+
     def _build_market(self) -> Marketplace:
         if self._market is not None:
             return self._market
@@ -276,14 +290,21 @@ class Runtime:
             else:
                 self.ckpt = LocalCheckpointStore(s.checkpoint_dir or self._data_dir() / "checkpoints",
                                                  s.storage_secret)
-            hooks = AgentHooks(checkpoint_interval=lambda job: s.checkpoint_interval_s,
-                               resolve_secrets=secrets_source.resolve)
+            costs = CheckpointCosts(self.redis, s.prefix)
+            self.ckpt = costs.watch(self.ckpt)  # each job's upload time: the cost in the Young/Daly cadence
+            hooks = AgentHooks(checkpoint_interval=lambda job: self._checkpoint_interval(job, costs),
+                               resolve_secrets=secrets_source.resolve, on_commit=costs.on_commit)
             if self.metrics is not None:
                 from vastfleet.metrics.feed import CommitFeed
 
                 commits = CommitFeed(self.metrics)
                 self.ckpt = commits.watch(self.ckpt)  # times each upload from its first presigned URL
-                hooks.on_commit = commits.on_commit
+
+                def on_commit(job: Job, ref: Any) -> None:
+                    costs.on_commit(job, ref)
+                    commits.on_commit(job, ref)
+
+                hooks.on_commit = on_commit
             agent = agent_router(self.store, self.ckpt, self.tokens, hooks,
                                  AgentSettings(heartbeat_interval_s=s.heartbeat_interval_s,
                                                default_checkpoint_interval_s=s.checkpoint_interval_s,
@@ -315,7 +336,8 @@ class Runtime:
                                       config=LoopConfig(interval_s=s.pass_interval_s, lease_ttl_s=s.lease_ttl_s,
                                                         params=params),
                                       inline=s.inline_actions, context_key=self.context_key, metrics=self.metrics,
-                                      requeue_s=s.action_requeue_s)
+                                      requeue_s=s.action_requeue_s,
+                                      exclusions=HostExclusions(self.redis, s.prefix, s.host_exclusion_s))
             self.loop.start()
         return self
 

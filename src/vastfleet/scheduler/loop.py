@@ -30,6 +30,7 @@ from vastfleet.market.protocol import Marketplace
 from vastfleet.queue import JobStore, Lease
 from vastfleet.scheduler import actions as act
 from vastfleet.scheduler.apply import Applied, Applier
+from vastfleet.scheduler.exclusions import EXCLUDING_CAUSES, HostExclusions
 from vastfleet.scheduler.labels import parse_label
 from vastfleet.scheduler.placement import Placer, default_placer
 from vastfleet.scheduler.plan import Create, Plan, PlanParams, Snapshot, decide, default_on_outbid
@@ -108,7 +109,8 @@ class SchedulerLoop:
     def __init__(self, store: JobStore, market: Marketplace, redis_client: redis.Redis, ctx: act.ActionContext,
                  *, config: LoopConfig | None = None, inline: bool = False, context_key: str = "default",
                  owner: str | None = None, clock: Callable[[], float] = time.time, placer: Placer | None = None,
-                 on_outbid: Any = None, metrics: Any = None, requeue_s: float = 60.0) -> None:
+                 on_outbid: Any = None, metrics: Any = None, requeue_s: float = 60.0,
+                 exclusions: HostExclusions | None = None) -> None:
         self.store = store
         self.market = market
         self.redis = redis_client
@@ -121,6 +123,9 @@ class SchedulerLoop:
         self.placer = placer or default_placer()
         self.on_outbid = on_outbid or getattr(self.placer, "on_outbid", None) or default_on_outbid
         self.metrics = metrics
+        # hosts that failed us, left out of placement for a while (Redis: survives a restart)
+        self.exclusions = exclusions or HostExclusions(redis_client, ctx.prefix, clock=clock)
+        self.excluded: frozenset[int] = frozenset()
         self._feed: Any = None  # vastfleet.metrics.feed.PassFeed of `metrics`, made at the first pass
         self.applier = Applier(ctx, inline=inline, context_key=context_key, fence=self._fenced,
                                queue_ttl_s=requeue_s)
@@ -160,6 +165,7 @@ class SchedulerLoop:
                 return result
             result.observed = True
             now = self.clock()
+            self._exclude(snap, now)
             at = getattr(self.placer, "at", None)
             if at is not None:
                 at(now, snap.offers)  # the outbid decision compares with moving elsewhere, at this pass's time
@@ -167,6 +173,7 @@ class SchedulerLoop:
             self._note_unplaced(snap, result.plan, now)
             self.applier.ctx = act.ActionContext(**{**self.ctx.__dict__, "market": market})
             result.applied = self.applier.apply(result.plan)
+            self._note_failed_hosts(snap, result.applied, now)
             observe = getattr(self.placer, "observe", None)
             if observe is not None:
                 observe(snap, [(j, r.split(":", 1)[0]) for j, to, r in result.applied.transitioned
@@ -222,6 +229,31 @@ class SchedulerLoop:
         return Snapshot(jobs=jobs, instances=instances, beats=beats, offers=offers, creating=creating,
                         obligations=obligations, destroying=destroying)
 
+    def _exclude(self, snap: Snapshot, now: float) -> None:
+        """The live exclusions into the placer's JobViews; a placer that cannot take them gets the excluded
+        hosts' offers removed from the snapshot instead."""
+        self.excluded = self.exclusions.live(now)
+        exclude = getattr(self.placer, "exclude_hosts", None)
+        if exclude is not None:
+            exclude(self.excluded)
+        elif self.excluded and isinstance(snap.offers, dict):
+            for job_id, found in list(snap.offers.items()):
+                snap.offers[job_id] = [o for o in found if o.host_id not in self.excluded]
+
+    def _note_failed_hosts(self, snap: Snapshot, applied: Applied, now: float) -> None:
+        """A loss the host is to blame for (not outbid/paused: that is the market) excludes it for a while."""
+        by_id = {i.id: i for i in snap.instances}
+        hosts = []
+        for job_id, to, reason in applied.transitioned:
+            job = snap.jobs.get(job_id)
+            if to != JobState.INTERRUPTED or job is None or job.instance_id is None:
+                continue
+            inst = by_id.get(job.instance_id)
+            if reason.split(":", 1)[0] in EXCLUDING_CAUSES and inst is not None and inst.host_id is not None:
+                log.info("host %s excluded for %.0fs: %s", inst.host_id, self.exclusions.period_s, reason)
+                hosts.append(inst.host_id)
+        self.exclusions.exclude(hosts, now)
+
     def _note_unplaced(self, snap: Snapshot, plan: Plan, now: float) -> None:
         placed = {c.job_id for c in plan.of(Create)}
         for job_id in snap.offers:
@@ -265,6 +297,9 @@ class SchedulerLoop:
                 ages = [now - b.at for jid, b in snap.beats.items()
                         if jid in snap.jobs and snap.jobs[jid].state == JobState.RUNNING]
                 self.metrics.fleet_snapshot(ours, ages)
+                excluded = getattr(self.metrics, "set_hosts_excluded", None)
+                if excluded is not None:
+                    excluded(len(self.excluded))
                 if self._feed is None or self._feed.metrics is not self.metrics:
                     from vastfleet.metrics.feed import PassFeed  # spend, jobs, interruptions; never a write
 

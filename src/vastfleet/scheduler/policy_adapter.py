@@ -3,7 +3,8 @@ loop's stand-ins (`placement.simple_placements`, `plan.default_on_outbid`), the 
 
 `PolicyPlacer` keeps the fleet's observations (`FleetStats`: hosts seen, losses) in memory across passes
 (a restart starts from the policy's priors again: they are estimates, not state). Pure apart from that
-memory: no I/O.
+memory: no I/O. It also answers the agent API's checkpoint cadence (`checkpoint_interval`: Young/Daly from
+the hazard of the job's host) and takes the loop's live host exclusions into every JobView.
 """
 
 from __future__ import annotations
@@ -11,13 +12,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+
 from vastfleet.errors import BadInput
 from vastfleet.scheduler.placement import Placement
 from vastfleet.scheduler.plan import OutbidChoice, PlanParams, Snapshot
 from vastfleet.scheduler.policy import (
     FleetStats,
     PolicyParams,
+    checkpoint_interval,
     decide_placements,
+    hazards,
     job_view_from_job,
     on_outbid,
 )
@@ -26,6 +31,8 @@ from vastfleet.spec.job import Job
 from vastfleet.spec.market import Instance, Offer
 
 log = logging.getLogger(__name__)
+
+DEFAULT_CHECKPOINT_COST_S = 60.0  # until the job's first upload is measured
 
 
 def merge_offers(offers: Mapping[str, Sequence[Offer]]) -> list[Offer]:
@@ -60,6 +67,13 @@ class PolicyPlacer:
         self.fleet = FleetStats()
         self._last_now: float | None = None
         self.offers: Mapping[str, Sequence[Offer]] = {}
+        self.excluded_hosts: frozenset[int] = frozenset()  # hosts placement must skip (set by the loop)
+        # instance id -> (host, GPU model, reliability), replaced whole each pass: read by the API's threads
+        self._where: dict[int, tuple[int, str, float]] = {}
+
+    def exclude_hosts(self, hosts: frozenset[int]) -> None:
+        """Called by the loop before each decision: the hosts excluded now."""
+        self.excluded_hosts = frozenset(hosts)
 
     def _tick(self, now: float) -> None:
         if self._last_now is not None and now > self._last_now:
@@ -81,7 +95,7 @@ class PolicyPlacer:
             return []
         for offer in rows:
             self.fleet.see(offer.host_id, offer.gpu_name)
-        views = [job_view_from_job(j, now) for j in jobs]
+        views = [job_view_from_job(j, now, excluded_hosts=self.excluded_hosts) for j in jobs]
         out = []
         for p in decide_placements(views, rows, self.fleet, now, self.params):
             bid = p.bid if p.kind == "bid" else None
@@ -98,7 +112,7 @@ class PolicyPlacer:
         if paused is None:
             return OutbidChoice("requeue", reason="paused; the policy cannot price this GPU: moving")
         now = self._last_now or 0.0
-        decision = on_outbid(job_view_from_job(job, now), paused, merge_offers(self.offers), self.fleet, now,
+        decision = on_outbid(job_view_from_job(job, now, excluded_hosts=self.excluded_hosts), paused, merge_offers(self.offers), self.fleet, now,
                              self.params)
         if decision.action == "raise" and decision.bid is not None:
             if job.bid is not None and decision.bid <= job.bid + 1e-9:
@@ -109,16 +123,46 @@ class PolicyPlacer:
     def observe(self, snap: Snapshot, interrupted: Sequence[tuple[str, str]]) -> None:
         """Feed what the pass saw: our hosts (exposure) and the losses it declared (job id, cause)."""
         by_id: dict[int, Instance] = {}
+        where: dict[int, tuple[int, str, float]] = {}
         for inst in snap.instances:
             if inst.host_id is not None and inst.gpu_name:
                 self.fleet.see(inst.host_id, inst.gpu_name)
+                where[inst.id] = (inst.host_id, inst.gpu_name, inst.reliability or 0.9)
             by_id[inst.id] = inst
+        self._where = where
         for job_id, cause in interrupted:
             job = snap.jobs.get(job_id)
             lost = by_id.get(job.instance_id) if job is not None and job.instance_id is not None else None
             if lost is not None and lost.host_id is not None and lost.gpu_name and cause in (
                     "host_offline", "gone", "heartbeat_lost", "exited"):
                 self.fleet.observe_loss(lost.host_id, lost.gpu_name, offline=cause == "host_offline")
+
+    # --- checkpoint cadence (the agent API's hook: cheap, no I/O) ------------------------------------------
+
+    def hazard_per_hour(self, job: Job) -> float:
+        """Interruptions per hour expected for the job's current attempt: its host's loss rate (bid) or
+        offline rate (on demand), plus for a bid the outbid rate at a 10% margin. A host not yet seen
+        falls back to the job's GPU model."""
+        host, gpu, rel = self._where.get(job.instance_id or -1, (-1, "", 0.0))
+        if not gpu:
+            try:
+                gpu = gpu_model(job.spec.resources.gpu[0]).name
+            except BadInput:
+                gpu = job.spec.resources.gpu[0]
+            rel = job.spec.resources.min_reliability or 0.9
+        loss, offline, outbid = hazards(self.fleet, np.array([host]), np.array([gpu]), np.array([rel]),
+                                        np.array([0.1]))
+        if job.bid is None:
+            return float(offline[0])
+        return float(loss[0] + outbid[0, 0])
+
+    def checkpoint_interval(self, job: Job, checkpoint_cost_s: float | None = None) -> float:
+        """Young/Daly seconds between checkpoints for `interval: auto` (a numeric interval is kept)."""
+        interval = job.spec.checkpoint.interval
+        if isinstance(interval, (int, float)):
+            return float(interval)
+        return checkpoint_interval(DEFAULT_CHECKPOINT_COST_S if checkpoint_cost_s is None else checkpoint_cost_s,
+                                   self.hazard_per_hour(job))
 
 
 def policy_placements(jobs: Sequence[Job], offers: Mapping[str, Sequence[Offer]], now: float) -> list[Placement]:

@@ -1,0 +1,88 @@
+"""What the scheduler remembers about hosts and uploads across restarts, kept in Redis.
+
+`HostExclusions`: hosts that failed us (offline, container exited, agent silent, never booted) are left out
+of placement for a while. A sorted set scored by the expiry time; expired members are swept on read, so
+the set never grows past the hosts excluded now. Outbid/paused never excludes a host (that is the market).
+
+`CheckpointCosts`: how long a job's last checkpoint upload took (first presigned URL to commit), per job in
+one Redis hash; the cadence hook reads it (one HGET). Never decides placement or cadence itself.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import redis
+
+from vastfleet.spec.job import CheckpointRef, Job
+
+# Supervision causes that blame the host. outbid/paused/stuck_scheduling/gone are the market's doing.
+EXCLUDING_CAUSES = frozenset({"host_offline", "exited", "heartbeat_lost", "boot_timeout"})
+
+
+class HostExclusions:
+    def __init__(self, client: redis.Redis, prefix: str = "vf", period_s: float = 6 * 3600.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.redis = client
+        self.key = f"{prefix}:excluded_hosts"
+        self.period_s = period_s
+        self.clock = clock
+
+    def exclude(self, host_ids: Iterable[int], now: float | None = None) -> None:
+        """Exclude each host until now + period (a later failure extends, never shortens, the period)."""
+        until = (self.clock() if now is None else now) + self.period_s
+        members = {str(int(h)): until for h in host_ids}
+        if members and self.period_s > 0:
+            self.redis.zadd(self.key, members, gt=True)  # type: ignore[arg-type]
+
+    def live(self, now: float | None = None) -> frozenset[int]:
+        """The hosts excluded at `now`; sweeps the expired ones."""
+        at = self.clock() if now is None else now
+        pipe = self.redis.pipeline()
+        pipe.zremrangebyscore(self.key, "-inf", at)
+        pipe.zrangebyscore(self.key, f"({at}", "+inf")
+        _, members = pipe.execute()
+        return frozenset(int(m) for m in members)
+
+
+class CheckpointCosts:
+    """Upload duration per job: `watch(ckpt)` times the first presigned PUT of a prefix, `on_commit` (an
+    `AgentHooks.on_commit`) stores commit - first presign; `cost_s(job_id)` reads it back (None: unknown)."""
+
+    MAX_OPEN = 10_000  # prefixes presigned but never committed (an agent died mid-upload) are forgotten
+
+    def __init__(self, client: redis.Redis, prefix: str = "vf", clock: Callable[[], float] = time.time) -> None:
+        self.redis = client
+        self.key = f"{prefix}:checkpoint_cost"
+        self.clock = clock
+        self._first: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def watch(self, ckpt: Any) -> Any:
+        inner = ckpt.presign_put
+
+        def presign_put(key: str, *args: Any, **kwargs: Any) -> str:
+            with self._lock:
+                if len(self._first) >= self.MAX_OPEN:
+                    self._first.clear()
+                self._first.setdefault(key, self.clock())
+            return inner(key, *args, **kwargs)  # type: ignore[no-any-return]
+
+        ckpt.presign_put = presign_put
+        return ckpt
+
+    def on_commit(self, job: Job, ref: CheckpointRef) -> None:
+        with self._lock:
+            times = [self._first.pop(k) for k in [k for k in self._first if k.startswith(ref.prefix)]]
+        if times:
+            self.record(job.id, max(0.0, ref.committed_at - min(times)))
+
+    def record(self, job_id: str, seconds: float) -> None:
+        self.redis.hset(self.key, job_id, f"{seconds:.3f}")
+
+    def cost_s(self, job_id: str) -> float | None:
+        raw = self.redis.hget(self.key, job_id)
+        return None if raw is None else float(raw)

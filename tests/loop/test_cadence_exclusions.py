@@ -1,0 +1,157 @@
+"""Issue 5 in the live loop: the Young/Daly checkpoint cadence sent to the agent, and hosts that failed us
+left out of placement for a while (Redis-kept, swept by time)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from tests.loop.factories import make_instance, make_job, make_offer, make_spec
+from tests.loop.test_loop import Clock, beat, build
+from tests.market_doubles import RecordingMarketplace
+from vastfleet.scheduler.apply import Applied
+from vastfleet.scheduler.exclusions import CheckpointCosts, HostExclusions
+from vastfleet.scheduler.loop import SchedulerLoop
+from vastfleet.scheduler.plan import Snapshot
+from vastfleet.scheduler.policy_adapter import DEFAULT_CHECKPOINT_COST_S, PolicyPlacer
+from vastfleet.spec.job import CheckpointRef, JobState
+
+S = JobState
+
+
+# --- cadence ----------------------------------------------------------------------------------------------
+
+
+def _placer_seeing(host: int, inst_id: int = 100) -> tuple[PolicyPlacer, Any]:
+    placer = PolicyPlacer()
+    inst = make_instance(inst_id, host_id=host, gpu_name="RTX 4090", reliability=0.99, is_bid=True)
+    job = make_job(instance_id=inst_id, bid=0.3)
+    placer.at(0.0, {})
+    placer.observe(Snapshot(jobs={job.id: job}, instances=[inst]), [])
+    return placer, job
+
+
+def test_a_rising_hazard_shortens_the_checkpoint_interval() -> None:
+    placer, job = _placer_seeing(host=7)
+    placer.at(3600.0 * 10, {})  # ten quiet hours on host 7
+    calm_hazard, calm = placer.hazard_per_hour(job), placer.checkpoint_interval(job, 120.0)
+    snap = Snapshot(jobs={job.id: job}, instances=[make_instance(100, host_id=7, gpu_name="RTX 4090",
+                                                                 reliability=0.99, is_bid=True)])
+    for _ in range(5):
+        placer.observe(snap, [(job.id, "host_offline")])
+    assert placer.hazard_per_hour(job) > calm_hazard
+    stormy = placer.checkpoint_interval(job, 120.0)
+    assert stormy < calm, (stormy, calm)
+    assert placer.checkpoint_interval(job, 600.0) > stormy, "a dearer checkpoint is taken less often"
+
+
+def test_a_numeric_interval_is_kept_and_auto_defaults_the_cost() -> None:
+    placer, job = _placer_seeing(host=7)
+    fixed = make_job(instance_id=100, spec=make_spec(checkpoint={"interval": 900}))
+    assert placer.checkpoint_interval(fixed, 5.0) == 900.0
+    assert placer.checkpoint_interval(job, None) == placer.checkpoint_interval(job, DEFAULT_CHECKPOINT_COST_S)
+    unseen = make_job(instance_id=555)  # not listed yet: the GPU model's estimate, still a number in bounds
+    assert 300.0 <= placer.checkpoint_interval(unseen, None) <= 4 * 3600.0
+
+
+def test_the_interval_stays_within_its_bounds() -> None:
+    placer, job = _placer_seeing(host=7)
+    assert placer.checkpoint_interval(job, 0.0) == 300.0, "a free checkpoint is still not taken constantly"
+    assert placer.checkpoint_interval(job, 1e7) == 4 * 3600.0, "a dear one is still taken"
+
+
+def test_checkpoint_costs_time_first_presign_to_commit(redis_client: redis.Redis) -> None:
+    clock = Clock()
+
+    class Store:
+        def presign_put(self, key: str) -> str:
+            return f"http://127.0.0.1/{key}"
+
+    costs = CheckpointCosts(redis_client, clock=clock)
+    store = costs.watch(Store())
+    job = make_job()
+    assert costs.cost_s(job.id) is None
+    prefix = f"jobs/{job.id}/epoch-1/10/"
+    store.presign_put(prefix + "a")
+    clock.t += 40
+    store.presign_put(prefix + "b")
+    costs.on_commit(job, CheckpointRef(epoch=1, step=10, prefix=prefix, files={}, committed_at=clock.t + 5))
+    assert costs.cost_s(job.id) == 45.0
+    assert CheckpointCosts(redis_client).cost_s(job.id) == 45.0, "kept in Redis, not in the process"
+
+
+# --- exclusions -------------------------------------------------------------------------------------------
+
+
+def test_exclusions_expire_are_extended_and_survive_a_restart(redis_client: redis.Redis) -> None:
+    ex = HostExclusions(redis_client, period_s=100.0)
+    ex.exclude([1, 2], now=1000.0)
+    ex.exclude([2], now=1050.0)
+    again = HostExclusions(redis_client, period_s=100.0)  # a restarted scheduler
+    assert again.live(1099.0) == {1, 2}
+    assert again.live(1100.0) == {2}
+    assert redis_client.zcard(again.key) == 1, "expired hosts are swept"
+    ex.exclude([2], now=900.0)  # an older failure reported late does not shorten the period
+    assert again.live(1149.0) == {2} and again.live(1150.0) == frozenset()
+
+
+def _placed_host(market: RecordingMarketplace, job_id: str, store: Any) -> int | None:
+    job = store.get(job_id)
+    return market.instances[job.instance_id].host_id if job.instance_id in market.instances else None
+
+
+def test_a_host_that_went_offline_is_skipped_for_the_period_then_chosen_again(redis_client: redis.Redis) -> None:
+    market, clock = RecordingMarketplace([make_offer(1, dph_total=0.3), make_offer(2, dph_total=0.9)]), Clock()
+    store, loop = build(redis_client, market, clock)
+    loop.exclusions = HostExclusions(redis_client, loop.ctx.prefix, period_s=100.0, clock=clock)
+    job = store.submit(make_spec(interruptible="never"))
+    loop.run_pass()
+    assert _placed_host(market, job.id, store) == 1, "the cheap host first"
+    first = store.get(job.id).instance_id
+    market.set_status(first, "running")
+    beat(redis_client, store.get(job.id), clock.t)
+    loop.run_pass()
+    market.add_offer(make_offer(1, dph_total=0.3))  # host 1 lists again, still the cheapest
+    market.set_status(first, "offline")
+    clock.t += 10
+    loop.run_pass()  # interrupted (host_offline) and re-queued
+    assert store.get(job.id).state == S.PENDING
+    assert loop.exclusions.live() == {1}
+    loop.run_pass()
+    assert store.get(job.id).state == S.BOOTING and _placed_host(market, job.id, store) == 2, \
+        "host 1 failed us: the dearer host 2 is chosen"
+    clock.t += 100  # the period is over
+    other = store.submit(make_spec(interruptible="never"))
+    loop.run_pass()
+    assert loop.excluded == frozenset()
+    assert _placed_host(market, other.id, store) == 1, "host 1 is chosen again after the period"
+
+
+class Gauge:
+    def __init__(self) -> None:
+        self.excluded: list[int] = []
+
+    def observe_pass(self, seconds: float) -> None: ...
+
+    def fleet_snapshot(self, instances: Any, ages: Any) -> None: ...
+
+    def set_hosts_excluded(self, count: int) -> None:
+        self.excluded.append(count)
+
+
+def test_outbid_does_not_exclude_a_host_and_the_count_reaches_metrics(redis_client: redis.Redis) -> None:
+    market, clock = RecordingMarketplace([]), Clock()
+    _, loop = build(redis_client, market, clock)
+    loop.metrics = Gauge()
+    jobs = {j.id: j for j in (make_job("j-out", instance_id=10), make_job("j-off", instance_id=11),
+                              make_job("j-exit", instance_id=12))}
+    instances = [make_instance(10, "j-out", host_id=5), make_instance(11, "j-off", host_id=6),
+                 make_instance(12, "j-exit", host_id=7)]
+    applied = Applied(transitioned=[("j-out", S.INTERRUPTED, "outbid: paused"),
+                                    ("j-off", S.INTERRUPTED, "host_offline: host offline and agent silent"),
+                                    ("j-exit", S.INTERRUPTED, "exited: container exited")])
+    SchedulerLoop._note_failed_hosts(loop, Snapshot(jobs=jobs, instances=instances), applied, clock.t)
+    assert loop.exclusions.live(clock.t) == {6, 7}
+    loop.run_pass()
+    assert loop.metrics.excluded[-1] == 2
