@@ -4,8 +4,8 @@
 of placement for a while. A sorted set scored by the expiry time; expired members are swept on read, so
 the set never grows past the hosts excluded now. Outbid/paused never excludes a host (that is the market).
 
-`CheckpointCosts`: how long a job's last checkpoint upload took (first presigned URL to commit), per job in
-one Redis hash; the cadence hook reads it (one HGET). Never decides placement or cadence itself.
+`CheckpointCosts`: how long a job's last checkpoint upload took (first presigned URL to commit), one Redis
+key per job that expires after a week without uploads; the cadence hook reads it (one GET). Never decides placement or cadence itself.
 """
 
 from __future__ import annotations
@@ -53,10 +53,11 @@ class CheckpointCosts:
     `AgentHooks.on_commit`) stores commit - first presign; `cost_s(job_id)` reads it back (None: unknown)."""
 
     MAX_OPEN = 10_000  # prefixes presigned but never committed (an agent died mid-upload) are forgotten
+    KEEP_S = 7 * 24 * 3600  # a finished job's record goes away by itself
 
     def __init__(self, client: redis.Redis, prefix: str = "vf", clock: Callable[[], float] = time.time) -> None:
         self.redis = client
-        self.key = f"{prefix}:checkpoint_cost"
+        self.key = f"{prefix}:checkpoint_cost"  # + ":<job id>"
         self.clock = clock
         self._first: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -81,8 +82,8 @@ class CheckpointCosts:
             self.record(job.id, max(0.0, ref.committed_at - min(times)))
 
     def record(self, job_id: str, seconds: float) -> None:
-        self.redis.hset(self.key, job_id, f"{seconds:.3f}")
+        self.redis.set(f"{self.key}:{job_id}", f"{seconds:.3f}", ex=self.KEEP_S)
 
     def cost_s(self, job_id: str) -> float | None:
-        raw = self.redis.hget(self.key, job_id)
+        raw = self.redis.get(f"{self.key}:{job_id}")
         return None if raw is None else float(raw)

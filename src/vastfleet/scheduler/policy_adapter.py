@@ -70,6 +70,7 @@ class PolicyPlacer:
         self.excluded_hosts: frozenset[int] = frozenset()  # hosts placement must skip (set by the loop)
         # instance id -> (host, GPU model, reliability), replaced whole each pass: read by the API's threads
         self._where: dict[int, tuple[int, str, float]] = {}
+        self._hazard: dict[int, tuple[float, float]] = {}  # instance id -> (as a bid, on demand), per pass
 
     def exclude_hosts(self, hosts: frozenset[int]) -> None:
         """Called by the loop before each decision: the hosts excluded now."""
@@ -136,25 +137,35 @@ class PolicyPlacer:
             if lost is not None and lost.host_id is not None and lost.gpu_name and cause in (
                     "host_offline", "gone", "heartbeat_lost", "exited"):
                 self.fleet.observe_loss(lost.host_id, lost.gpu_name, offline=cause == "host_offline")
+        self._refresh_hazards()
 
     # --- checkpoint cadence (the agent API's hook: cheap, no I/O) ------------------------------------------
 
+    def _hazards(self, rows: Sequence[tuple[int, str, float]]) -> list[tuple[float, float]]:
+        """Per (host, GPU model, reliability): (hazard per hour as a bid, as on demand). A bid's is its loss
+        rate plus the outbid rate at a 10% margin; on demand, the offline rate."""
+        if not rows:
+            return []
+        loss, offline, outbid = hazards(self.fleet, np.array([r[0] for r in rows]), np.array([r[1] for r in rows]),
+                                        np.array([r[2] for r in rows]), np.array([0.1]))
+        return [(float(loss[i] + outbid[i, 0]), float(offline[i])) for i in range(len(rows))]
+
+    def _refresh_hazards(self) -> None:
+        """Once per pass, in the loop's thread: the API's hook then only looks the answer up."""
+        ids = list(self._where)
+        self._hazard = dict(zip(ids, self._hazards([self._where[i] for i in ids]), strict=True))
+
     def hazard_per_hour(self, job: Job) -> float:
-        """Interruptions per hour expected for the job's current attempt: its host's loss rate (bid) or
-        offline rate (on demand), plus for a bid the outbid rate at a 10% margin. A host not yet seen
-        falls back to the job's GPU model."""
-        host, gpu, rel = self._where.get(job.instance_id or -1, (-1, "", 0.0))
-        if not gpu:
+        """Interruptions per hour expected for the job's current attempt, from this pass's estimate for its
+        host; before the instance is listed, from its GPU model (computed on the spot: rare)."""
+        known = self._hazard.get(job.instance_id or -1)
+        if known is None:
             try:
                 gpu = gpu_model(job.spec.resources.gpu[0]).name
             except BadInput:
                 gpu = job.spec.resources.gpu[0]
-            rel = job.spec.resources.min_reliability or 0.9
-        loss, offline, outbid = hazards(self.fleet, np.array([host]), np.array([gpu]), np.array([rel]),
-                                        np.array([0.1]))
-        if job.bid is None:
-            return float(offline[0])
-        return float(loss[0] + outbid[0, 0])
+            known = self._hazards([(-1, gpu, job.spec.resources.min_reliability or 0.9)])[0]
+        return known[0] if job.bid is not None else known[1]
 
     def checkpoint_interval(self, job: Job, checkpoint_cost_s: float | None = None) -> float:
         """Young/Daly seconds between checkpoints for `interval: auto` (a numeric interval is kept)."""

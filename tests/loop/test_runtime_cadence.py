@@ -1,0 +1,43 @@
+"""The agent's claim answer carries the Young/Daly cadence of the live scheduler for `interval: auto`."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.helpers import wait_for
+from tests.loop.factories import make_offer, make_spec
+from tests.market_doubles import RecordingMarketplace
+from vastfleet.runtime import Settings, build_runtime
+from vastfleet.scheduler.exclusions import CheckpointCosts
+from vastfleet.spec.job import JobState
+
+
+def test_the_claim_answers_the_policy_cadence_from_the_measured_upload_cost(redis_url: str, tmp_path) -> None:
+    market = RecordingMarketplace([make_offer(1)])
+    settings = Settings(redis_url=redis_url, api_port=0, pass_interval_s=0.05, workers=0, inline_actions=True,
+                        data_dir=tmp_path, api_token="t" * 20, log_level="WARNING", checkpoint_interval_s=600.0)
+    runtime = build_runtime(settings, market=market).start()
+    try:
+        job = runtime.store.submit(make_spec(interruptible="never"))
+        booted = wait_for(lambda: (j := runtime.store.get(job.id)).state == JobState.BOOTING and j, 10,
+                          what="the job to be placed")
+        env = market.requests[booted.instance_id].env
+
+        def claim() -> float:
+            answer = httpx.post(f"{runtime.public_url}/v1/agent/jobs/{job.id}/claim",
+                                headers={"Authorization": f"Bearer {env['VASTFLEET_AGENT_TOKEN']}"},
+                                json={"instance_id": booted.instance_id}, timeout=10)
+            assert answer.status_code == 200, answer.text
+            return float(answer.json()["checkpoint_interval"])
+
+        assert runtime.loop is not None
+        first = claim()
+        assert first != 600.0, "not the constant any more"
+        # the hazard moves a little with every pass's exposure: the same estimate, not the same float
+        assert first == pytest.approx(runtime.loop.placer.checkpoint_interval(runtime.store.get(job.id), 60.0),
+                                      rel=0.05)
+        CheckpointCosts(runtime.redis, settings.prefix).record(job.id, 900.0)  # a slow upload was measured
+        assert claim() > first, "a dearer checkpoint is taken less often"
+    finally:
+        runtime.stop()
