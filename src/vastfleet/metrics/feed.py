@@ -27,7 +27,6 @@ swallowed by the caller, so metrics can never touch a pass.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +34,7 @@ from typing import Any
 from vastfleet.errors import NotFound
 from vastfleet.scheduler.labels import parse_label
 from vastfleet.spec.job import CheckpointRef, Job, JobEvent, JobState
+from vastfleet.storage.upload_timer import UploadTimer
 
 log = logging.getLogger(__name__)
 
@@ -215,29 +215,14 @@ class CommitFeed:
     `watch(ckpt)` wraps the store's `presign_put` on that instance (its class is kept, so the API's
     isinstance checks still hold)."""
 
-    MAX_OPEN = 10_000  # presigned prefixes never committed (an agent that died mid-upload) are forgotten
-
     def __init__(self, metrics: Any, clock: Callable[[], float] = time.time) -> None:
         self.metrics = metrics
-        self.clock = clock
-        self._first: dict[str, float] = {}  # key -> first presign time
-        self._lock = threading.Lock()
+        self.timer = UploadTimer(clock)
 
     def watch(self, ckpt: Any) -> Any:
-        inner = ckpt.presign_put
-
-        def presign_put(key: str, *args: Any, **kwargs: Any) -> str:
-            with self._lock:
-                if len(self._first) >= self.MAX_OPEN:
-                    self._first.clear()
-                self._first.setdefault(key, self.clock())
-            return inner(key, *args, **kwargs)  # type: ignore[no-any-return]
-
-        ckpt.presign_put = presign_put
-        return ckpt
+        return self.timer.watch(ckpt)
 
     def on_commit(self, job: Job, ref: CheckpointRef) -> None:
-        with self._lock:
-            times = [self._first.pop(k) for k in [k for k in self._first if k.startswith(ref.prefix)]]
-        started = min(times) if times else ref.committed_at
+        started = self.timer.started(ref.prefix)
+        started = ref.committed_at if started is None else started
         self.metrics.checkpoint_upload(int(ref.bytes), max(0.0, ref.committed_at - started))

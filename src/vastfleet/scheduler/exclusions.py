@@ -10,7 +10,6 @@ key per job that expires after a week without uploads; the cadence hook reads it
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import redis
 
 from vastfleet.spec.job import CheckpointRef, Job
+from vastfleet.storage.upload_timer import UploadTimer
 
 # Supervision causes that blame the host. outbid/paused/stuck_scheduling/gone are the market's doing.
 EXCLUDING_CAUSES = frozenset({"host_offline", "exited", "heartbeat_lost", "boot_timeout"})
@@ -52,34 +52,20 @@ class CheckpointCosts:
     """Upload duration per job: `watch(ckpt)` times the first presigned PUT of a prefix, `on_commit` (an
     `AgentHooks.on_commit`) stores commit - first presign; `cost_s(job_id)` reads it back (None: unknown)."""
 
-    MAX_OPEN = 10_000  # prefixes presigned but never committed (an agent died mid-upload) are forgotten
     KEEP_S = 7 * 24 * 3600  # a finished job's record goes away by itself
 
     def __init__(self, client: redis.Redis, prefix: str = "vf", clock: Callable[[], float] = time.time) -> None:
         self.redis = client
         self.key = f"{prefix}:checkpoint_cost"  # + ":<job id>"
-        self.clock = clock
-        self._first: dict[str, float] = {}
-        self._lock = threading.Lock()
+        self.timer = UploadTimer(clock)
 
     def watch(self, ckpt: Any) -> Any:
-        inner = ckpt.presign_put
-
-        def presign_put(key: str, *args: Any, **kwargs: Any) -> str:
-            with self._lock:
-                if len(self._first) >= self.MAX_OPEN:
-                    self._first.clear()
-                self._first.setdefault(key, self.clock())
-            return inner(key, *args, **kwargs)  # type: ignore[no-any-return]
-
-        ckpt.presign_put = presign_put
-        return ckpt
+        return self.timer.watch(ckpt)
 
     def on_commit(self, job: Job, ref: CheckpointRef) -> None:
-        with self._lock:
-            times = [self._first.pop(k) for k in [k for k in self._first if k.startswith(ref.prefix)]]
-        if times:
-            self.record(job.id, max(0.0, ref.committed_at - min(times)))
+        started = self.timer.started(ref.prefix)
+        if started is not None:
+            self.record(job.id, max(0.0, ref.committed_at - started))
 
     def record(self, job_id: str, seconds: float) -> None:
         self.redis.set(f"{self.key}:{job_id}", f"{seconds:.3f}", ex=self.KEEP_S)
