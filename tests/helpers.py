@@ -14,6 +14,19 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
+class FakeClock:
+    """A clock the test drives: `clock()` reads it, `advance(s)` moves it. No sleeps."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.helpers import FakeClock
 from vastfleet.agent.tokens import InvalidToken, TokenSigner
 from vastfleet.errors import BadInput, ChecksumMismatch, Forbidden
 from vastfleet.spec import load_job_spec
@@ -18,14 +19,6 @@ SECRET = b"a-test-secret-of-32-bytes-length"
 REPO = Path(__file__).resolve().parents[2]
 
 
-class Clock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_token_round_trip_carries_the_claims() -> None:
     signer = TokenSigner(SECRET)
     claims = signer.verify(signer.issue("j-abc", 4, "vf-j-abc-e4"))
@@ -33,7 +26,7 @@ def test_token_round_trip_carries_the_claims() -> None:
 
 
 def test_token_expires() -> None:
-    clock = Clock()
+    clock = FakeClock(1_000_000.0)
     signer = TokenSigner(SECRET, ttl_s=60, clock=clock)
     token = signer.issue("j-abc", 1, 7)
     clock.now += 61
@@ -80,7 +73,7 @@ def test_manifest_errors_name_the_problem() -> None:
 
 
 def test_local_store_urls_are_bound_to_method_key_and_bytes(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = FakeClock(1_000_000.0)
     store = LocalCheckpointStore(tmp_path, SECRET, "http://api:8000", clock=clock)
     url = store.presign_put("jobs/j/epoch-1/step-1/a", 3, "b" * 64, expires_s=60)
     query = dict(part.split("=", 1) for part in url.split("?", 1)[1].split("&"))

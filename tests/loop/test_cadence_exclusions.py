@@ -7,8 +7,9 @@ from typing import Any
 
 import redis
 
+from tests.helpers import FakeClock
 from tests.loop.factories import make_instance, make_job, make_offer, make_spec
-from tests.loop.test_loop import Clock, beat, build
+from tests.loop.test_loop import beat, build
 from tests.market_doubles import RecordingMarketplace
 from vastfleet.scheduler.apply import Applied
 from vastfleet.scheduler.exclusions import CheckpointCosts, HostExclusions
@@ -62,7 +63,7 @@ def test_the_interval_stays_within_its_bounds() -> None:
 
 
 def test_checkpoint_costs_time_first_presign_to_commit(redis_client: redis.Redis) -> None:
-    clock = Clock()
+    clock = FakeClock(1_000_000.0)
 
     class Store:
         def presign_put(self, key: str) -> str:
@@ -74,9 +75,9 @@ def test_checkpoint_costs_time_first_presign_to_commit(redis_client: redis.Redis
     assert costs.cost_s(job.id) is None
     prefix = f"jobs/{job.id}/epoch-1/10/"
     store.presign_put(prefix + "a")
-    clock.t += 40
+    clock.now += 40
     store.presign_put(prefix + "b")
-    costs.on_commit(job, CheckpointRef(epoch=1, step=10, prefix=prefix, files={}, committed_at=clock.t + 5))
+    costs.on_commit(job, CheckpointRef(epoch=1, step=10, prefix=prefix, files={}, committed_at=clock.now + 5))
     assert costs.cost_s(job.id) == 45.0
     assert CheckpointCosts(redis_client).cost_s(job.id) == 45.0, "kept in Redis, not in the process"
 
@@ -102,7 +103,7 @@ def _placed_host(market: RecordingMarketplace, job_id: str, store: Any) -> int |
 
 
 def test_a_host_that_went_offline_is_skipped_for_the_period_then_chosen_again(redis_client: redis.Redis) -> None:
-    market, clock = RecordingMarketplace([make_offer(1, dph_total=0.3), make_offer(2, dph_total=0.9)]), Clock()
+    market, clock = RecordingMarketplace([make_offer(1, dph_total=0.3), make_offer(2, dph_total=0.9)]), FakeClock(1_000_000.0)
     store, loop = build(redis_client, market, clock)
     loop.exclusions = HostExclusions(redis_client, loop.ctx.prefix, period_s=100.0, clock=clock)
     job = store.submit(make_spec(interruptible="never"))
@@ -110,18 +111,18 @@ def test_a_host_that_went_offline_is_skipped_for_the_period_then_chosen_again(re
     assert _placed_host(market, job.id, store) == 1, "the cheap host first"
     first = store.get(job.id).instance_id
     market.set_status(first, "running")
-    beat(redis_client, store.get(job.id), clock.t)
+    beat(redis_client, store.get(job.id), clock.now)
     loop.run_pass()
     market.add_offer(make_offer(1, dph_total=0.3))  # host 1 lists again, still the cheapest
     market.set_status(first, "offline")
-    clock.t += 10
+    clock.now += 10
     loop.run_pass()  # interrupted (host_offline) and re-queued
     assert store.get(job.id).state == S.PENDING
     assert loop.exclusions.live() == {1}
     loop.run_pass()
     assert store.get(job.id).state == S.BOOTING and _placed_host(market, job.id, store) == 2, \
         "host 1 failed us: the dearer host 2 is chosen"
-    clock.t += 100  # the period is over
+    clock.now += 100  # the period is over
     other = store.submit(make_spec(interruptible="never"))
     loop.run_pass()
     assert loop.excluded == frozenset()
@@ -141,7 +142,7 @@ class Gauge:
 
 
 def test_outbid_does_not_exclude_a_host_and_the_count_reaches_metrics(redis_client: redis.Redis) -> None:
-    market, clock = RecordingMarketplace([]), Clock()
+    market, clock = RecordingMarketplace([]), FakeClock(1_000_000.0)
     _, loop = build(redis_client, market, clock)
     loop.metrics = Gauge()
     jobs = {j.id: j for j in (make_job("j-out", instance_id=10), make_job("j-off", instance_id=11),
@@ -151,7 +152,7 @@ def test_outbid_does_not_exclude_a_host_and_the_count_reaches_metrics(redis_clie
     applied = Applied(transitioned=[("j-out", S.INTERRUPTED, "outbid: paused"),
                                     ("j-off", S.INTERRUPTED, "host_offline: host offline and agent silent"),
                                     ("j-exit", S.INTERRUPTED, "exited: container exited")])
-    SchedulerLoop._note_failed_hosts(loop, Snapshot(jobs=jobs, instances=instances), applied, clock.t)
-    assert loop.exclusions.live(clock.t) == {6, 7}
+    SchedulerLoop._note_failed_hosts(loop, Snapshot(jobs=jobs, instances=instances), applied, clock.now)
+    assert loop.exclusions.live(clock.now) == {6, 7}
     loop.run_pass()
     assert loop.metrics.excluded[-1] == 2

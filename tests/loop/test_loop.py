@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
+from tests.helpers import FakeClock
 from tests.loop.doubles import MemoryMarket
 from tests.loop.factories import make_offer, make_spec
 from tests.market_doubles import RecordingMarketplace
@@ -21,15 +22,7 @@ from vastfleet.spec.market import CreateRequest
 S = JobState
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-def build(redis_client: redis.Redis, market: MemoryMarket | RecordingMarketplace, clock: Clock) -> tuple[JobStore, SchedulerLoop]:
+def build(redis_client: redis.Redis, market: MemoryMarket | RecordingMarketplace, clock: FakeClock) -> tuple[JobStore, SchedulerLoop]:
     store = JobStore(redis_client, clock=clock)
 
     def request(job: Job, epoch: int, bid: float | None) -> CreateRequest:
@@ -48,7 +41,7 @@ def beat(redis_client: redis.Redis, job: Job, at: float) -> None:
 
 
 def test_place_boot_run_then_a_settled_pass_makes_no_marketplace_call_but_the_listing(redis_client) -> None:
-    market, clock = RecordingMarketplace([make_offer(1, dph_total=0.4), make_offer(2, dph_total=0.3)]), Clock()
+    market, clock = RecordingMarketplace([make_offer(1, dph_total=0.4), make_offer(2, dph_total=0.3)]), FakeClock(1_000_000.0)
     store, loop = build(redis_client, market, clock)
     job = store.submit(make_spec(interruptible="never"))
     loop.run_pass()
@@ -56,28 +49,28 @@ def test_place_boot_run_then_a_settled_pass_makes_no_marketplace_call_but_the_li
     assert job.state == S.BOOTING and job.offer_id == 2 and job.instance_id in market.instances
     assert market.instances[job.instance_id].label == f"vf:{job.id}:1"
     market.set_status(job.instance_id, "running")
-    beat(redis_client, job, clock.t)
+    beat(redis_client, job, clock.now)
     loop.run_pass()
     assert store.get(job.id).state == S.RUNNING
     market.reset_calls()
     for _ in range(3):
-        clock.t += 1
-        beat(redis_client, job, clock.t)
+        clock.now += 1
+        beat(redis_client, job, clock.now)
         result = loop.run_pass()
         assert result.plan is not None and result.plan.actions == []
     assert market.methods_called() == ["list_instances"] * 3, "a settled world: reads only, no search, create or destroy"
 
 
 def test_a_failed_listing_is_an_observation_error_never_all_gone(redis_client) -> None:
-    market, clock = RecordingMarketplace([make_offer(1), make_offer(2)]), Clock()
+    market, clock = RecordingMarketplace([make_offer(1), make_offer(2)]), FakeClock(1_000_000.0)
     store, loop = build(redis_client, market, clock)
     job = store.submit(make_spec(interruptible="never"))
     loop.run_pass()
     market.set_status(store.get(job.id).instance_id, "running")
-    beat(redis_client, store.get(job.id), clock.t)
+    beat(redis_client, store.get(job.id), clock.now)
     loop.run_pass()
     market.fail_next("list_instances", MarketUnavailable("listing failed"))
-    clock.t += 60  # long past every bound: a wrong 'all gone' would re-queue and rent again
+    clock.now += 60  # long past every bound: a wrong 'all gone' would re-queue and rent again
     market.reset_calls()
     result = loop.run_pass()
     assert not result.observed and result.error and "observation" in result.error
@@ -86,7 +79,7 @@ def test_a_failed_listing_is_an_observation_error_never_all_gone(redis_client) -
 
 
 def test_killed_between_create_and_record_adopts_instead_of_renting_twice(redis_client) -> None:
-    market, clock = MemoryMarket([make_offer(1), make_offer(2, dph_total=0.9)]), Clock()
+    market, clock = MemoryMarket([make_offer(1), make_offer(2, dph_total=0.9)]), FakeClock(1_000_000.0)
     store, loop = build(redis_client, market, clock)
     job = store.submit(make_spec(interruptible="never"))
     market.crash_after_create = True
@@ -105,7 +98,7 @@ def test_killed_between_create_and_record_adopts_instead_of_renting_twice(redis_
 
 
 def test_the_create_action_adopts_by_label_too(redis_client) -> None:
-    market, clock = MemoryMarket([make_offer(1), make_offer(2)]), Clock()
+    market, clock = MemoryMarket([make_offer(1), make_offer(2)]), FakeClock(1_000_000.0)
     store, loop = build(redis_client, market, clock)
     job = store.submit(make_spec(interruptible="never"))
     job = store.transition(job.id, S.PLACING, "placed", offer_id=1)
@@ -118,16 +111,16 @@ def test_the_create_action_adopts_by_label_too(redis_client) -> None:
 
 
 def test_preemption_requeues_and_the_old_instance_is_destroyed_and_forgotten(redis_client) -> None:
-    market, clock = RecordingMarketplace([make_offer(1), make_offer(2, dph_total=0.9)]), Clock()
+    market, clock = RecordingMarketplace([make_offer(1), make_offer(2, dph_total=0.9)]), FakeClock(1_000_000.0)
     store, loop = build(redis_client, market, clock)
     job = store.submit(make_spec(interruptible="never"))
     loop.run_pass()
     first = store.get(job.id).instance_id
     market.set_status(first, "running")
-    beat(redis_client, store.get(job.id), clock.t)
+    beat(redis_client, store.get(job.id), clock.now)
     loop.run_pass()
     market.set_status(first, "offline")
-    clock.t += 10
+    clock.now += 10
     loop.run_pass()  # interrupted + re-queued; placement happens on the next pass
     job = store.get(job.id)
     assert job.state == S.PENDING and job.preemptions == 1
@@ -140,7 +133,7 @@ def test_preemption_requeues_and_the_old_instance_is_destroyed_and_forgotten(red
 
 
 def test_only_one_leader_acts(redis_client) -> None:
-    market, clock = RecordingMarketplace([make_offer(1)]), Clock()
+    market, clock = RecordingMarketplace([make_offer(1)]), FakeClock(1_000_000.0)
     store, a = build(redis_client, market, clock)
     _, b = build(redis_client, market, clock)
     b.owner = "other"
@@ -150,7 +143,7 @@ def test_only_one_leader_acts(redis_client) -> None:
 
 
 def test_a_job_no_offer_fits_is_searched_for_with_backoff(redis_client) -> None:
-    market, clock = RecordingMarketplace([make_offer(1, gpu_name="RTX 3090")]), Clock()
+    market, clock = RecordingMarketplace([make_offer(1, gpu_name="RTX 3090")]), FakeClock(1_000_000.0)
     store, loop = build(redis_client, market, clock)
     store.submit(make_spec(interruptible="never"))  # wants an RTX 4090: nothing fits
     searches = []
@@ -158,14 +151,14 @@ def test_a_job_no_offer_fits_is_searched_for_with_backoff(redis_client) -> None:
         market.reset_calls()
         loop.run_pass()
         searches.append(market.methods_called().count("search_offers"))
-        clock.t += 0.01  # passes 10 ms apart: the backoff (>= the pass interval, doubling) spaces searches
+        clock.now += 0.01  # passes 10 ms apart: the backoff (>= the pass interval, doubling) spaces searches
     assert searches[0] == 1 and sum(searches) < 12
 
 
 def test_the_loop_feeds_the_exporter(redis_client) -> None:
     from vastfleet.metrics import FleetMetrics
 
-    market, clock = RecordingMarketplace([make_offer(1), make_offer(2, dph_total=0.9)]), Clock()
+    market, clock = RecordingMarketplace([make_offer(1), make_offer(2, dph_total=0.9)]), FakeClock(1_000_000.0)
     store, loop = build(redis_client, market, clock)
     metrics = FleetMetrics()
     loop.metrics = metrics
@@ -173,10 +166,10 @@ def test_the_loop_feeds_the_exporter(redis_client) -> None:
     loop.run_pass()
     iid = store.get(job.id).instance_id
     market.set_status(iid, "running")
-    beat(redis_client, store.get(job.id), clock.t)
+    beat(redis_client, store.get(job.id), clock.now)
     loop.run_pass()
     market.set_status(iid, "offline")
-    clock.t += 10
+    clock.now += 10
     loop.run_pass()
     reg = metrics.registry
     assert reg.get_sample_value("vastfleet_scheduler_pass_seconds_count") == 3

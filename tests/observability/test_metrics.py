@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.helpers import free_port
+from tests.helpers import FakeClock, free_port
 from vastfleet.api import ApiContext, create_app
 from vastfleet.api.serve import ServerThread
 from vastfleet.metrics import FleetMetrics, JobStoreCollector, metrics_asgi_app, priority_band
@@ -33,14 +33,6 @@ ALLOWED_LABELS = {
     "version",
     "le",
 }
-
-
-class Clock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def value(metrics: FleetMetrics, name: str, **labels: str) -> float | None:
@@ -164,7 +156,7 @@ def test_fleet_snapshot_replaces_the_previous_one() -> None:
 
 
 def test_preemption_recovery_work_lost_checkpoints_and_passes() -> None:
-    clock = Clock()
+    clock = FakeClock(1_000_000.0)
     m = FleetMetrics(clock=clock)
     m.preemption("RTX 4090", "outbid")
     m.preemption("RTX 4090", "host_offline")
@@ -221,7 +213,7 @@ def test_priority_bands() -> None:
 
 
 def test_store_collector_reads_the_job_store(redis_client: redis.Redis) -> None:
-    clock = Clock()
+    clock = FakeClock(1_000_000.0)
     store = JobStore(redis_client, clock=clock)
     jobs = [store.submit(spec(p)) for p in (10, 10, 0, -5)]
     placing = store.transition(jobs[0].id, JobState.PLACING, "offer")

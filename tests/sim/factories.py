@@ -4,19 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.helpers import FakeClock
 from vastfleet.sim.entities import Knobs
 from vastfleet.sim.model import Market
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class RecordingRunner:

@@ -9,21 +9,11 @@ import httpx
 import pytest
 import redis
 
+from tests.helpers import FakeClock
 from vastfleet.api import ApiContext, create_app
 from vastfleet.api.serve import ServerThread
 from vastfleet.queue import JobStore
 from vastfleet.spec import JobSpec, job_spec_from_dict
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def spec_dict(**overrides: Any) -> dict[str, Any]:
