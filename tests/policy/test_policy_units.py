@@ -65,17 +65,21 @@ def test_faster_gpu_at_higher_price_can_be_cheaper_to_finish():
 
 def test_hazard_learns_from_host_failures_gamma_poisson():
     stats = FleetStats()
-    stats.see(1, "RTX 4090")
-    stats.see(2, "RTX 4090")
+    stats.see(1, "RTX 4090", 0.99)
+    stats.see(2, "RTX 4090", 0.99)
     stats.advance(100.0)
     for _ in range(10):
         stats.observe_loss(1, "RTX 4090", offline=True)
+    # the fleet saw 10 outages where reliability 0.99 predicts 2 (0.01/h x 200 host-hours): the scale of
+    # "1 - reliability" is learned, (a + 10) / (a + 2) = 3 with a = 2
+    assert stats.offline_scale(2.0) == pytest.approx(3.0)
     loss, off, _ = hazards(stats, np.array([1, 2, 3]), np.array(["RTX 4090"] * 3, dtype=object),
                            np.array([0.99, 0.99, 0.99]), np.array(P.margins))
-    assert loss[0] > loss[2] > loss[1]  # the failing host, an unseen host (GPU prior), a clean host
-    assert off[0] > off[1]
-    # posterior mean (a + n) / (a / prior + x): ten losses in 100 h put the host near 0.1/h
-    assert 0.05 < loss[0] < 0.15
+    assert loss[0] > loss[2] > loss[1]  # the failing host, an unseen host (fleet prior), a clean host
+    assert off[0] > off[2] > off[1]
+    # the failing host's posterior: (a + n) / (a / prior + x) with prior 0.03/h, 10 outages in 100 h
+    assert off[0] == pytest.approx(12 / (2 / 0.03 + 100))
+    assert off[2] == pytest.approx(0.03)
 
 
 def test_outbids_observed_raise_the_chosen_margin():

@@ -7,6 +7,7 @@ Never does I/O and imports no redis, vastai or boto3. Entry points:
   should_escalate_to_on_demand(interruption_times, now, params) -> bool
   lower_running_bid(job, here, current_bid, fleet, params) -> float | None
   rank_offers(job, table, fleet, now, params) -> Ranking   (for `vastfleet offers --explain`)
+  best_wait(job, cost_now, od_fallback, future, fleet, now, params, reserved) -> (row, Wait) | None
 """
 
 from vastfleet.scheduler.policy.allocate import decide_on_table, decide_placements
@@ -19,16 +20,19 @@ from vastfleet.scheduler.policy.filters import CHAIN, feasible
 from vastfleet.scheduler.policy.hazard import FleetStats, hazards
 from vastfleet.scheduler.policy.types import (
     Decision,
+    FutureOffers,
     JobView,
     OfferTable,
     Placement,
     PolicyParams,
+    Wait,
     job_view_from_job,
 )
+from vastfleet.scheduler.policy.waiting import best_wait, held_until
 
 __all__ = [
-    "CHAIN", "Decision", "FleetStats", "JobView", "OfferTable", "Placement", "PolicyParams", "RankedOffer",
-    "Ranking", "Terms", "checkpoint_interval", "choose_bid", "decide_on_table", "decide_placements", "feasible",
-    "hazards", "interruptible_allowed", "job_view_from_job", "lower_running_bid", "on_outbid", "option_terms",
+    "CHAIN", "Decision", "FleetStats", "FutureOffers", "JobView", "OfferTable", "Placement", "PolicyParams", "RankedOffer",
+    "Ranking", "Terms", "Wait", "best_wait", "checkpoint_interval", "choose_bid", "decide_on_table", "decide_placements", "feasible",
+    "hazards", "held_until", "interruptible_allowed", "job_view_from_job", "lower_running_bid", "on_outbid", "option_terms",
     "outbid_decision", "rank_offers", "should_escalate_to_on_demand", "slack_s",
 ]

@@ -16,11 +16,17 @@ from typing import Literal
 import numpy as np
 
 from vastfleet.scheduler.policy.cost import Terms, option_terms
-from vastfleet.scheduler.policy.deadline import interruptible_allowed, should_escalate_to_on_demand, slack_s
+from vastfleet.scheduler.policy.deadline import (
+    bid_cost_with_deadline,
+    interruptible_allowed,
+    should_escalate_to_on_demand,
+    slack_s,
+)
 from vastfleet.scheduler.policy.explain import option_terms_dict, reason_text
 from vastfleet.scheduler.policy.filters import feasible
 from vastfleet.scheduler.policy.hazard import FleetStats
-from vastfleet.scheduler.policy.types import JobView, OfferTable, Placement, PolicyParams
+from vastfleet.scheduler.policy.types import FutureOffers, JobView, OfferTable, Placement, PolicyParams, Wait
+from vastfleet.scheduler.policy.waiting import best_wait
 from vastfleet.spec import Offer
 
 
@@ -47,11 +53,14 @@ def _modes(job: JobView, t: Terms, now: float, params: PolicyParams) -> tuple[bo
 
 def decide_on_table(jobs: Sequence[JobView], table: OfferTable, fleet: FleetStats, now: float,
                     params: PolicyParams, *, first_overhead_s: float | None = None,
-                    bandwidth: bool = True) -> list[Placement]:
+                    bandwidth: bool = True, future: FutureOffers | None = None,
+                    waits: list[Wait] | None = None) -> list[Placement]:
     """The vectorised allocator over an `OfferTable` (what the benchmark calls directly).
 
     `first_overhead_s`/`bandwidth` price the start (default: a fresh launch); pass 0/False to price staying
-    where a job already runs.
+    where a job already runs. With `future`, a job whose best offer now is clearly dearer than one expected
+    back waits for that one instead (`waiting.best_wait`; each future offer is waited for by one job); the
+    choice is appended to `waits` when given.
     """
     n = len(table)
     if n == 0 or not jobs:
@@ -73,6 +82,7 @@ def decide_on_table(jobs: Sequence[JobView], table: OfferTable, fleet: FleetStat
         prepared.append((slack, -job.priority, order, job))
     prepared.sort(key=lambda p: (p[0], p[1], p[2]))
     placements: list[Placement] = []
+    reserved = np.zeros(len(future) if future is not None else 0, dtype=bool)
     for _, _, _, job in prepared:
         idx, t = groups[_group_key(job)]
         if idx.size == 0:
@@ -93,6 +103,14 @@ def decide_on_table(jobs: Sequence[JobView], table: OfferTable, fleet: FleetStat
         i = int(idx[chosen])
         if not math.isfinite(float(cost[chosen])) or cost[chosen] > job.budget_left:
             continue
+        if future is not None and job.interruptible != "never" and bid_ok:
+            wait = best_wait(job, float(cost[chosen]), _od_fallback(t, cost_od), future, fleet, now, params,
+                             reserved)
+            if wait is not None:
+                reserved[wait[0]] = True
+                if waits is not None:
+                    waits.append(wait[1])
+                continue
         taken[i] = True
         kind: Literal["bid", "on_demand"] = "bid" if is_bid[chosen] else "on_demand"
         terms = option_terms_dict(t, int(chosen), kind, w, slack)
@@ -103,31 +121,20 @@ def decide_on_table(jobs: Sequence[JobView], table: OfferTable, fleet: FleetStat
     return placements
 
 
+def _od_fallback(t: Terms, cost_od: np.ndarray) -> tuple[float, float, float]:
+    """(per-work cost, fixed cost, speed) of the best on-demand offer to finish on, and the fastest speed."""
+    finite = np.isfinite(cost_od)
+    if not finite.any():
+        return math.inf, math.inf, float(t.speed.max()) if len(t.speed) else 1.0
+    best = int(np.argmin(np.where(finite, t.a_od, np.inf)))
+    return float(t.a_od[best]), float(t.b_od[best]), float(t.speed.max())
+
+
 def _deadline_aware_bid_cost(job: JobView, t: Terms, slack: float, cost_od: np.ndarray,
                               params: PolicyParams) -> np.ndarray:
-    """Expected cost of bidding, counting that a slow offer eats slack and may force the rest on demand.
-
-    While running at effective speed s/F (work-hours per hour), the slack shrinks at 1 - (s/F)/s_od per hour;
-    when it reaches what one more interruption needs, the job moves to the best on-demand offer to the end.
-    """
-    w = job.remaining_work_hours
-    plain = t.a_bid * w + t.b_bid
-    if not np.isfinite(slack) or not len(t.speed):
-        return plain
-    s_od = float(t.speed.max())
-    eff_speed = t.speed / np.maximum(t.factor_bid, 1e-9)
-    shrink = 1.0 - eff_speed / s_od
-    need_h = (params.restart_overhead_s + t.tau_bid + job.checkpoint_cost_s + params.deadline_guard_s) / 3600.0
-    room_h = np.maximum(slack / 3600.0 - need_h, 0.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        w_before = np.where(shrink > 1e-9, eff_speed * room_h / np.maximum(shrink, 1e-9), np.inf)
-    finite_od = np.isfinite(cost_od)
-    if not finite_od.any():
-        return plain
-    best = int(np.argmin(np.where(finite_od, t.a_od, np.inf)))
-    rest = np.maximum(w - w_before, 0.0)
-    blended = t.a_bid * np.minimum(w_before, w) + t.b_bid + t.a_od[best] * rest + np.where(rest > 0, t.b_od[best], 0.0)
-    return np.where(w_before >= w, plain, blended)
+    od_a, od_b, s_od = _od_fallback(t, cost_od)
+    return bid_cost_with_deadline(t.a_bid, t.b_bid, t.speed, t.factor_bid, t.tau_bid, job.remaining_work_hours,
+                                  slack, job.checkpoint_cost_s, params, od_a, od_b, s_od)
 
 
 def _on_time_only(cost_od: np.ndarray, job: JobView, t: Terms, now: float, params: PolicyParams,

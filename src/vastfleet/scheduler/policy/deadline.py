@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from vastfleet.scheduler.policy.types import PolicyParams
 
 
@@ -32,3 +34,26 @@ def should_escalate_to_on_demand(interruption_times: Sequence[float], now: float
     """N interruptions within the window: stop gambling on interruptible capacity for this job."""
     recent = [t for t in interruption_times if now - t <= params.escalate_window_s]
     return len(recent) >= params.escalate_after
+
+
+def bid_cost_with_deadline(a_bid: np.ndarray, b_bid: np.ndarray, speed: np.ndarray, factor: np.ndarray,
+                           tau: np.ndarray, work_h: float, slack: float | np.ndarray, ckpt_s: float,
+                           params: PolicyParams, od_a: float, od_b: float, od_speed: float) -> np.ndarray:
+    """Expected cost of bidding, counting that a slow offer eats slack and may force the rest on demand.
+
+    While running at effective speed s/F (work-hours per hour), the slack shrinks at 1 - (s/F)/s_od per hour;
+    when it reaches what one more interruption needs, the job moves to the best on-demand offer (cost
+    od_a * work + od_b) to the end. `slack` may differ per offer (an offer that is free only later).
+    """
+    plain = a_bid * work_h + b_bid
+    if not len(speed) or not np.isfinite(np.asarray(slack)).any() or not np.isfinite(od_a):
+        return plain
+    eff_speed = speed / np.maximum(factor, 1e-9)
+    shrink = 1.0 - eff_speed / max(od_speed, 1e-9)
+    need_h = (params.restart_overhead_s + tau + ckpt_s + params.deadline_guard_s) / 3600.0
+    room_h = np.maximum(np.asarray(slack, dtype=float) / 3600.0 - need_h, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w_before = np.where(shrink > 1e-9, eff_speed * room_h / np.maximum(shrink, 1e-9), np.inf)
+    rest = np.maximum(work_h - w_before, 0.0)
+    blended = a_bid * np.minimum(w_before, work_h) + b_bid + od_a * rest + np.where(rest > 0, od_b, 0.0)
+    return np.where(w_before >= work_h, plain, blended)

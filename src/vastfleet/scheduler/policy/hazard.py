@@ -1,8 +1,12 @@
 """Interruption hazard: a prior from host reliability and the bid's margin, learned per host and per GPU model.
 
 Gamma–Poisson: a rate with prior Gamma(a, b) after n events in x hours of exposure has posterior mean
-(a + n) / (b + x). Losses (host offline, offer rented away) and outbids (the lowest running bid rising) are
-learned apart; outbids are counted by their size over min_bid, so the hazard of a bid falls with its margin.
+(a + n) / (a + b x). Three causes are learned apart:
+  - host offline: proportional to 1 - reliability, with the scale learned over the whole fleet (what
+    "0.95 reliable" means in events per hour depends on the market), then per host;
+  - rented away on demand (`gone`, kills a bid): per GPU model, then per host;
+  - outbid (the lowest running bid rising): counted by the size of the rise, per GPU model then per host,
+    so the hazard of a bid falls with its margin over min_bid.
 `FleetStats` is plain data the live loop fills from what the fleet sees; nothing here does I/O.
 """
 
@@ -14,6 +18,9 @@ import numpy as np
 
 # thresholds at which outbid sizes are counted (relative jump of the lowest running bid)
 MARGIN_BINS = np.array([0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0])
+GONE_PRIOR_RATE = 0.005  # offers rented away per hour before any observation
+DOWNTIME_PRIOR_H = 3.0  # how long an offer that went away stays away, before any observation
+RELIABILITY_FLOOR = 0.002  # 1 - reliability is floored: even a 1.0 host fails now and then
 
 
 @dataclass
@@ -22,6 +29,7 @@ class _Counts:
     losses: float = 0.0
     offline: float = 0.0
     outbid: np.ndarray = field(default_factory=lambda: np.zeros(len(MARGIN_BINS)))
+    reliability: float | None = None  # hosts only: as listed when first seen
 
 
 @dataclass
@@ -32,6 +40,7 @@ class FleetStats:
     hosts: dict[int, _Counts] = field(default_factory=dict)
     gpus: dict[str, _Counts] = field(default_factory=dict)
     gpu_hosts: dict[str, set[int]] = field(default_factory=dict)
+    downtime: dict[str, tuple[float, int]] = field(default_factory=dict)  # cause -> (hours, episodes)
 
     def advance(self, hours: float) -> None:
         self.clock_h += max(hours, 0.0)
@@ -46,9 +55,11 @@ class FleetStats:
             g = self.gpus[gpu] = _Counts(since_h=self.clock_h)
         return h, g
 
-    def see(self, host: int, gpu: str) -> None:
+    def see(self, host: int, gpu: str, reliability: float | None = None) -> None:
         """Start counting exposure for a host (it is listed now)."""
-        self._host(host, gpu)
+        h, _ = self._host(host, gpu)
+        if reliability is not None and h.reliability is None:
+            h.reliability = float(reliability)
 
     def observe_loss(self, host: int, gpu: str, offline: bool) -> None:
         """The host went offline (offline=True) or the offer was rented away on demand."""
@@ -66,6 +77,16 @@ class FleetStats:
         h.outbid[hit] += 1
         g.outbid[hit] += 1
 
+    def observe_back(self, cause: str, hours: float) -> None:
+        """An offer that went away (`offline`, `gone`) is back after `hours`."""
+        total, n = self.downtime.get(cause, (0.0, 0))
+        self.downtime[cause] = (total + max(hours, 0.0), n + 1)
+
+    def expected_downtime_h(self, cause: str) -> float:
+        """Mean hours an offer stays away for `cause`, with one pseudo-episode of the prior."""
+        total, n = self.downtime.get(cause, (0.0, 0))
+        return (DOWNTIME_PRIOR_H + total) / (1 + n)
+
     def exposure(self, host: int) -> float:
         h = self.hosts.get(host)
         return 0.0 if h is None else max(self.clock_h - h.since_h, 0.0)
@@ -73,10 +94,19 @@ class FleetStats:
     def gpu_exposure(self, gpu: str) -> float:
         return sum(self.exposure(h) for h in self.gpu_hosts.get(gpu, ()))
 
+    def offline_scale(self, a: float) -> float:
+        """Offline events per unit of (1 - reliability) x hour over the fleet; 1 before any exposure."""
+        expected = observed = 0.0
+        for c in self.hosts.values():
+            if c.reliability is not None:
+                expected += float(reliability_prior(np.array([c.reliability]))[0]) * max(self.clock_h - c.since_h, 0.0)
+                observed += c.offline
+        return (a + observed) / (a + expected)
+
 
 def reliability_prior(reliability: np.ndarray) -> np.ndarray:
-    """Loss rate per hour before any observation: 1 - reliability per hour, floored (0.99 -> MTBI 100 h)."""
-    return np.maximum(1.0 - np.clip(reliability, 0.0, 1.0), 0.002)
+    """Offline rate per hour before any observation: 1 - reliability per hour, floored (0.99 -> MTBI 100 h)."""
+    return np.maximum(1.0 - np.clip(reliability, 0.0, 1.0), RELIABILITY_FLOOR)
 
 
 def _outbid_prior(margins: np.ndarray, rate: float, scale: float) -> np.ndarray:
@@ -94,41 +124,38 @@ def hazards(stats: FleetStats, hosts: np.ndarray, gpus: np.ndarray, reliability:
             outbid_scale: float = 0.1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per offer: (loss rate while bidding, offline rate on demand, outbid rate at each margin [n, m]).
 
-    The host's prior mean blends its reliability prior with its GPU model's posterior; the host's own
-    exposure then moves it (Gamma–Poisson with `prior_strength` pseudo-events).
+    A bid is lost when its host goes offline or the offer is rented away; an on-demand rental only in the
+    first case. Each rate starts from the fleet's (or the GPU model's) estimate and moves with the host's
+    own exposure.
     """
     n = len(hosts)
     a = prior_strength
-    rel_prior = reliability_prior(np.asarray(reliability, dtype=float))
+    margins = np.asarray(margins, float)
     idx = np.clip(np.searchsorted(MARGIN_BINS, margins, side="right") - 1, 0, len(MARGIN_BINS) - 1)
-    prior_ob = np.broadcast_to(_outbid_prior(np.asarray(margins, float), outbid_rate, outbid_scale),
-                               (n, len(margins))).copy()
-    p_loss = rel_prior.copy()
-    p_off = 0.5 * rel_prior
-    p_ob = prior_ob
+    p_off = stats.offline_scale(a) * reliability_prior(np.asarray(reliability, dtype=float))
+    p_gone = np.full(n, GONE_PRIOR_RATE)
+    p_ob = np.broadcast_to(_outbid_prior(margins, outbid_rate, outbid_scale), (n, len(margins))).copy()
     for gname in np.unique(gpus.astype(str)) if n else ():
         g = stats.gpus.get(gname)
         x = stats.gpu_exposure(gname)
         if g is None or x <= 0:
             continue
         sel = gpus == gname
-        p_loss[sel] = 0.5 * (rel_prior[sel] + _gp(a, rel_prior[sel].mean(), g.losses, x))
-        p_off[sel] = 0.5 * (0.5 * rel_prior[sel] + _gp(a, 0.5 * rel_prior[sel].mean(), g.offline, x))
-        p_ob[sel] = _gp(a, prior_ob[0], g.outbid[idx], x)[None, :]
-    if not stats.hosts:
-        return p_loss, p_off, p_ob
-    order = list(stats.hosts)
-    pos = {h: i for i, h in enumerate(order)}
-    where = np.array([pos.get(int(h), -1) for h in hosts], dtype=np.int64)
-    known = where >= 0
-    if not known.any():
-        return p_loss, p_off, p_ob
-    w = where[known]
-    losses = np.array([stats.hosts[h].losses for h in order])[w]
-    offline = np.array([stats.hosts[h].offline for h in order])[w]
-    outb = np.stack([stats.hosts[h].outbid for h in order])[w][:, idx]
-    expo = np.array([stats.exposure(h) for h in order])[w]
-    p_loss[known] = _gp(a, p_loss[known], losses, expo)
-    p_off[known] = _gp(a, p_off[known], offline, expo)
-    p_ob[known] = _gp(a, p_ob[known], outb, expo[:, None])
-    return p_loss, p_off, p_ob
+        p_gone[sel] = _gp(a, GONE_PRIOR_RATE, g.losses - g.offline, x)
+        p_ob[sel] = _gp(a, p_ob[sel][0], g.outbid[idx], x)[None, :]
+    if stats.hosts and n:
+        order = list(stats.hosts)
+        pos = {h: i for i, h in enumerate(order)}
+        where = np.array([pos.get(int(h), -1) for h in hosts], dtype=np.int64)
+        known = where >= 0
+        if known.any():
+            w = where[known]
+            counts = [stats.hosts[order[i]] for i in w]
+            expo = np.array([stats.exposure(order[i]) for i in w])
+            offline = np.array([c.offline for c in counts])
+            gone = np.array([c.losses - c.offline for c in counts])
+            outb = np.stack([c.outbid for c in counts])[:, idx]
+            p_off[known] = _gp(a, p_off[known], offline, expo)
+            p_gone[known] = _gp(a, p_gone[known], gone, expo)
+            p_ob[known] = _gp(a, p_ob[known], outb, expo[:, None])
+    return p_off + p_gone, p_off, p_ob

@@ -75,6 +75,7 @@ class PolicyParams:
     outbid_prior_rate: float = 0.02  # competing-bid rate per hour before any observation
     outbid_prior_scale: float = 0.1  # relative size of a typical competing bid over min_bid
     candidates: int = 32  # per-job shortlist the allocator walks before recomputing
+    wait_saving: float = 0.05  # wait for an offer that is back later only when it saves this share
 
 
 @dataclass
@@ -119,6 +120,32 @@ class OfferTable:
 
     def take(self, idx: np.ndarray) -> OfferTable:
         return OfferTable(**{k: v[idx] for k, v in self.__dict__.items()})
+
+
+@dataclass
+class FutureOffers:
+    """Offers that cannot be rented now but are expected back: one our own job holds (free when it ends), or
+    one whose host is offline or that is rented away (back after the downtime this fleet has seen).
+    `table.min_bid` is the price expected then (the last lowest running bid seen)."""
+
+    table: OfferTable
+    available_at: np.ndarray  # seconds, on the policy's clock
+    why: list[str]
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
+@dataclass(frozen=True)
+class Wait:
+    """A job that waits (rents nothing now) for an offer expected back at `until`."""
+
+    job_id: str
+    offer_id: int
+    until: float
+    expected_cost: float
+    cost_now: float
+    reason: str
 
 
 @dataclass(frozen=True)

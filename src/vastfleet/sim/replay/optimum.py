@@ -1,17 +1,22 @@
-"""The omniscient optimum: a lower bound on what any policy can pay for a job, by dynamic programming.
+"""The omniscient optimum per job: a lower bound on what any policy can pay for a job, by dynamic programming.
 
 It sees the whole trace, pays no lost work and no checkpoints, may run on any fitting offer (on demand, or
-interruptible at the lowest running bid of each tick), ignores other jobs (so the sum over jobs bounds a
-workload), but cannot run faster than the offers allow, pays the restart overhead on its first start (every
-job's first start is a fresh launch) and the launch download of the offer it first starts on, the smaller
-of restart and resume on each later start, and must finish by the deadline.
+interruptible at the lowest running bid of each tick) and ignores other jobs (`joint.py` adds them back).
+It cannot run faster than the offers allow and must finish by the deadline. It pays what the replay
+engine makes every schedule pay:
+  - a fresh launch (every `Place`): the restart overhead, billed with no progress, and the launch download;
+  - a resume in place of a paused bid: the resume overhead, and the storage of the paused disk meanwhile.
+    A bid can only be paused by the market, at a tick where the lowest running bid rises (its bid covered
+    the previous tick's), and a paused rental dies with its host or when the offer is rented away;
+  - an on-demand rental survives the offer being rented away (`gone`); a bid does not; neither starts then.
 
 Method: Lagrangian relaxation of the work constraint. For a price lambda on a work-hour, a forward DP over
-ticks with states (idle | offer x kind x boot phase) finds the schedule minimising cost - lambda * work;
-then L(lambda) = lambda * W + that minimum is <= the true optimum for every lambda >= 0 (weak duality), and
-we maximise it over lambda. The minimum is over schedules that start at least once (every job does): the
-empty schedule would let the relaxation spread the one-time costs of a start over nothing. Each L(lambda) is a valid bound, so the reported figure is one, whatever the
-gap; tests check it against brute force on tiny cases. Vectorised over a batch of lambdas with numpy.
+ticks finds the schedule minimising cost - lambda * work; L(lambda) = lambda * W + that minimum is <= the
+true optimum for every lambda >= 0 (weak duality), and we maximise it over lambda. The minimum is over
+schedules that start at least once (every job does), so the one-time costs of a start are never spread
+over an empty schedule. Every L(lambda) is a valid bound, whatever the gap; tests check it against brute
+force on tiny cases. `adder` ($ per tick per offer, >= 0) prices capacity for the workload bound.
+Vectorised over a batch of lambdas with numpy.
 """
 
 from __future__ import annotations
@@ -34,52 +39,35 @@ class JobBound:
     lam: float
 
 
-def _arrays(market: Market, job: WorkJob, k0: int, k1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+@dataclass
+class JobProblem:
+    """One job's window of the market, in dollars per tick, over the offers that fit it."""
+
+    job_id: str
+    work: float  # work-hours
+    k0: int  # first tick of the window
+    idx: np.ndarray  # market columns of the fitting offers
+    start: np.ndarray  # [T, kind (bid|od), n] price of a tick that starts a segment (inf: cannot start)
+    cont: np.ndarray  # [T, kind, n] price of a tick that continues one (inf: the rental is lost)
+    park: np.ndarray  # [T, n] storage of a paused bid (inf: a paused rental is lost)
+    rise: np.ndarray  # [T, n] bool: the lowest running bid rose, so a running bid can be paused here
+    gains: np.ndarray  # [segment (fresh|resumed), phase, n] work-hours per tick from the segment's start
+    launch: np.ndarray  # [n] the download every fresh launch pays
+
+    @property
+    def ticks(self) -> int:
+        return int(self.start.shape[0])
+
+
+def window(market: Market, job: WorkJob) -> tuple[int, int]:
+    dt = float(market.tick)
+    end = job.deadline_at if job.deadline_at is not None else job.submit + 30 * 86400.0
+    return math.floor(job.submit / dt), min(math.ceil(end / dt), market.n_ticks)
+
+
+def fitting(market: Market, job: WorkJob) -> np.ndarray:
     m = market
-    mask = np.isin(m.gpu, np.array(job.gpu_names, dtype=object)) & (m.num_gpus >= job.num_gpus)
-    idx = np.flatnonzero(mask)
-    ks = np.arange(k0, k1)
-    up = (m.listed_from[idx][None, :] <= ks[:, None]) & m.online[k0:k1][:, idx]
-    spot_ok = up & ~m.gone[k0:k1][:, idx]
-    eff = np.maximum(m.floor[k0:k1][:, idx], m.comp[k0:k1][:, idx])
-    st = m.storage_dph[idx][None, :]
-    price = np.stack([np.where(spot_ok, eff + st, np.inf), np.where(spot_ok, m.dph[k0:k1][:, idx] + st, np.inf)],
-                     axis=1)  # [T, kind, n]
-    speed = m.dlperf[idx] / job.ref_dlperf
-    return idx, price, speed
-
-
-def _dp(price: np.ndarray, gains: np.ndarray, lams: np.ndarray, dt: float, launch: np.ndarray) -> np.ndarray:
-    """min over schedules of sum(cost - lam * work), for each lam. price [T,2,n]; gains [2,P,n] work-hours.
-
-    gains[0] are the boot phases of the job's first start (a fresh launch: the restart overhead), gains[1]
-    those of every later start (the smaller of restart and resume). States: not started yet (cost 0),
-    idle after a start, or running (first/later segment, kind, offer, boot phase). `launch` [n] is paid
-    on the first start.
-    """
-    T, _, n = price.shape
-    P = gains.shape[1]
-    L = lams.shape[0]
-    inf = np.inf
-    run = np.full((L, 2, 2, n, P), inf)  # [L, segment (first|later), kind, offer, phase]
-    idle = np.full(L, inf)  # idle after the first start; "not started" is the constant 0
-    lg = lams[:, None, None, None, None] * np.transpose(gains, (0, 2, 1))[None, :, None, :, :]  # [L,2,1,n,P]
-    for t in range(T):
-        c = price[t][None, None, :, :, None] * (dt / 3600.0)  # [1,1,2,n,1]
-        best = np.minimum(idle, run.reshape(L, -1).min(axis=1))
-        new = np.empty_like(run)
-        new[:, 0, ..., 0] = c[:, 0, ..., 0] - lg[:, 0, ..., 0] + launch  # first start: the launch download
-        new[:, 1, ..., 0] = best[:, None, None] + c[:, 0, ..., 0] - lg[:, 1, ..., 0]
-        if P > 2:
-            new[..., 1:P - 1] = run[..., 0:P - 2] + c - lg[..., 1:P - 1]
-        if P > 1:
-            new[..., P - 1] = np.minimum(run[..., P - 2], run[..., P - 1]) + c[..., 0] - lg[..., P - 1]
-        new[np.isnan(new)] = inf
-        run = new
-        idle = best
-    # the empty schedule is left out: every job has work, so it starts at least once, and its one-time costs
-    # (the first boot, the launch download) are not spread over an empty schedule
-    return np.minimum(idle, run.reshape(L, -1).min(axis=1))
+    return np.flatnonzero(np.isin(m.gpu, np.array(job.gpu_names, dtype=object)) & (m.num_gpus >= job.num_gpus))
 
 
 def _phase_gains(overhead_s: float, P: int, dt: float, speed: np.ndarray) -> np.ndarray:
@@ -88,37 +76,98 @@ def _phase_gains(overhead_s: float, P: int, dt: float, speed: np.ndarray) -> np.
     return phase_s[:, None] * speed[None, :] / 3600.0
 
 
+def job_problem(market: Market, job: WorkJob, options: Options) -> JobProblem:
+    m = market
+    dt = float(m.tick)
+    k0, k1 = window(m, job)
+    idx = fitting(m, job)
+    ks = np.arange(k0, max(k1, k0))
+    up = (m.listed_from[idx][None, :] <= ks[:, None]) & m.online[k0:k1][:, idx]
+    spot_ok = up & ~m.gone[k0:k1][:, idx]
+    eff = np.maximum(m.floor, m.comp)[:, idx]
+    st = m.storage_dph[idx][None, :]
+    per_tick = dt / 3600.0
+    bid = np.where(spot_ok, eff[k0:k1] + st, np.inf) * per_tick
+    od = m.dph[k0:k1][:, idx] + st
+    start = np.stack([bid, np.where(spot_ok, od, np.inf) * per_tick], axis=1)
+    cont = np.stack([bid, np.where(up, od, np.inf) * per_tick], axis=1)
+    park = np.where(spot_ok, np.broadcast_to(st * per_tick, spot_ok.shape), np.inf)
+    before = np.vstack([eff[:1], eff[:-1]])  # the previous tick's lowest running bid
+    rise = eff[k0:k1] > before[k0:k1] * (1 + 1e-12)
+    speed = m.dlperf[idx] / job.ref_dlperf
+    r_fresh, r_res = options.restart_overhead_s, options.resume_overhead_s
+    P = max(math.ceil(max(r_fresh, r_res) / dt) + 1, 2)
+    gains = np.stack([_phase_gains(r_fresh, P, dt, speed), _phase_gains(r_res, P, dt, speed)])
+    return JobProblem(job.id, job.work_hours, k0, idx, start, cont, park, rise, gains,
+                      m.inet_down_cost[idx] * options.launch_gb)
+
+
+def dp(pr: JobProblem, lams: np.ndarray, adder: np.ndarray | None = None) -> np.ndarray:
+    """min over schedules that start at least once of sum(cost - lam * work), for each lam in `lams`.
+
+    States after each tick: free (no rental), paused on an offer (bid, disk kept), or running (fresh or
+    resumed segment, kind, offer, boot phase). Never started is the constant 0.
+    """
+    T, _, n = pr.start.shape
+    P = pr.gains.shape[1]
+    L = lams.shape[0]
+    inf = np.inf
+    lg = lams[:, None, None, None, None] * np.transpose(pr.gains, (0, 2, 1))[None, :, None, :, :]  # [L,2,1,n,P]
+    run = np.full((L, 2, 2, n, P), inf)  # [L, segment (fresh|resumed), kind (bid|od), offer, phase]
+    parked = np.full((L, n), inf)
+    free = np.full(L, inf)
+    for t in range(T):
+        extra = 0.0 if adder is None else adder[t]
+        start = pr.start[t] + extra  # [2, n]
+        cont = (pr.cont[t] + extra)[None, None, :, :, None]
+        prev = np.minimum(np.minimum(free, run.reshape(L, -1).min(axis=1)), parked.min(axis=1))
+        new = np.empty_like(run)
+        new[:, 0, :, :, 0] = np.minimum(prev, 0.0)[:, None, None] + start + pr.launch - lg[:, 0, :, :, 0]
+        new[:, 1, 0, :, 0] = parked + start[0] - lg[:, 1, 0, :, 0]
+        new[:, 1, 1, :, 0] = inf
+        if P > 2:
+            new[..., 1:P - 1] = run[..., 0:P - 2] + cont - lg[..., 1:P - 1]
+        new[..., P - 1] = np.minimum(run[..., P - 2], run[..., P - 1]) + cont[..., 0] - lg[..., P - 1]
+        paused_now = np.where(pr.rise[t], run[:, :, 0].min(axis=(1, 3)), inf)  # [L, n]
+        parked = np.minimum(parked, paused_now) + pr.park[t] + extra  # a paused disk holds its slot
+        run, free = new, prev
+    return np.minimum(np.minimum(free, run.reshape(L, -1).min(axis=1)), parked.min(axis=1))
+
+
 def job_bound(market: Market, job: WorkJob, options: Options) -> JobBound:
-    dt = float(market.tick)
-    k0 = math.floor(job.submit / dt)
-    end = job.deadline_at if job.deadline_at is not None else job.submit + 30 * 86400.0
-    k1 = min(math.ceil(end / dt), market.n_ticks)
-    idx, price, speed = _arrays(market, job, k0, k1)
-    if idx.size == 0 or k1 <= k0:
+    pr = job_problem(market, job, options)
+    if pr.idx.size == 0 or pr.ticks == 0:
         return JobBound(job.id, math.inf, False, 0.0)
-    r = min(options.restart_overhead_s, options.resume_overhead_s)
-    r_first = options.restart_overhead_s  # the first start is always a fresh launch
-    P = math.ceil(max(r, r_first) / dt) + 1
-    gains = np.stack([_phase_gains(r_first, P, dt, speed), _phase_gains(r, P, dt, speed)])  # [2, P, n]
-    W = job.work_hours
-    finite = price[np.isfinite(price)]
-    if finite.size == 0:
-        return JobBound(job.id, math.inf, False, 0.0)
-    lo = max(float(finite.min()) / float(speed.max()) * 0.25, 1e-6)
-    hi = float(finite.max()) / float(speed.min()) * 8.0 * (1.0 + r_first / dt)
-    launch = market.inet_down_cost[idx] * options.launch_gb  # paid on the offer where the job first starts
-    best_val, best_lam = _maximise(price, gains, W, lo, hi, dt, launch)
-    feasible = best_lam < hi * 0.99  # lam runs to the top only when no schedule does the work
-    return JobBound(job.id, best_val, feasible, best_lam)
+    value, lam, feasible = maximise(pr)
+    return JobBound(job.id, value, feasible, lam)
 
 
-def _maximise(price: np.ndarray, gains: np.ndarray, W: float, lo: float, hi: float, dt: float,
-              launch: np.ndarray) -> tuple[float, float]:
-    """max over lam of lam * W + DP(lam): a coarse geometric grid, then two finer linear grids."""
-    lams = np.concatenate([[0.0], np.geomspace(lo, hi, 31)])
+def lam_range(pr: JobProblem) -> tuple[float, float] | None:
+    """Bracket for lambda ($ per work-hour): a quarter of the cheapest tick's price per work, up to 8x the
+    dearest, times the boot ticks a start can cost."""
+    finite = pr.cont[np.isfinite(pr.cont)]
+    full = pr.gains[0, -1]  # work-hours of a full tick, per offer
+    if finite.size == 0 or float(full.max()) <= 0:
+        return None
+    lo = float(finite.min()) / float(full.max()) * 0.25
+    hi = float(finite.max()) / max(float(full.min()), 1e-12) * 8.0 * pr.gains.shape[1]
+    return max(lo, 1e-6), hi
+
+
+def maximise(pr: JobProblem, adder: np.ndarray | None = None, hint: float | None = None) -> tuple[float, float, bool]:
+    """(bound, lambda, feasible): max over lambda of lambda * W + DP(lambda), on a coarse geometric grid
+    (around `hint` when given), then two finer linear grids."""
+    rng = lam_range(pr)
+    if rng is None:
+        return math.inf, 0.0, False
+    lo, hi = rng
+    if hint is not None and hint > 0:
+        lams = np.concatenate([[0.0], np.geomspace(max(hint / 3, lo), min(hint * 3, hi), 15), [hi]])
+    else:
+        lams = np.concatenate([[0.0], np.geomspace(lo, hi, 31)])
     best_val, best_lam = -math.inf, 0.0
     for _ in range(3):
-        vals = lams * W + _dp(price, gains, lams, dt, launch)
+        vals = lams * pr.work + dp(pr, lams, adder)
         i = int(np.argmax(vals))
         if vals[i] > best_val:
             best_val, best_lam = float(vals[i]), float(lams[i])
@@ -127,7 +176,8 @@ def _maximise(price: np.ndarray, gains: np.ndarray, W: float, lo: float, hi: flo
         if right <= left:
             break
         lams = np.linspace(left, right, 24)
-    return best_val, best_lam
+    feasible = best_lam < hi * 0.99  # lam runs to the top only when no schedule does the work
+    return best_val, best_lam, feasible
 
 
 def optimum(market: Market, jobs: list[WorkJob], options: Options) -> dict[str, JobBound]:

@@ -1,10 +1,11 @@
 """`ours`: the vastfleet policy (`vastfleet.scheduler.policy`) driven by the replay.
 
 Each tick it observes the present market the way the live loop does (lowest running bids rising, hosts
-going offline, offers rented away) into `FleetStats`, then: paused jobs raise or move by expected cost;
-running interruptible jobs whose slack no longer covers an interruption checkpoint and move to on demand;
-waiting jobs go through the one allocator. Checkpoint cadence per rental is Young/Daly from the hazard.
-It reads only the current tick and its own memory.
+going offline, offers rented away, and how long they stay away) into `FleetStats`, then: paused jobs raise
+or move by expected cost; running interruptible jobs whose slack no longer covers an interruption checkpoint
+and move to on demand; waiting jobs go through the one allocator, which may have them wait for an offer
+expected back (one our own job holds, or one that went away; `policy.waiting`). Checkpoint cadence per
+rental is Young/Daly from the hazard. It reads only the current tick and its own memory.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 
 from vastfleet.scheduler.policy import (
     FleetStats,
+    FutureOffers,
     JobView,
     OfferTable,
     PolicyParams,
@@ -25,6 +27,8 @@ from vastfleet.scheduler.policy import (
     should_escalate_to_on_demand,
 )
 from vastfleet.scheduler.policy.cost import young_daly
+from vastfleet.scheduler.policy.hazard import hazards
+from vastfleet.scheduler.policy.waiting import held_until
 from vastfleet.sim.replay.baselines import job_mask, slack
 from vastfleet.sim.replay.engine import Action, JobRun, Place, Raise, Release, Replay
 
@@ -33,7 +37,7 @@ class Ours:
     name = "ours"
 
     def __init__(self, params: PolicyParams | None = None, rebalance_every: int = 6, hysteresis: float = 0.08,
-                 rebid: bool = True) -> None:
+                 rebid: bool = True, wait: bool = True) -> None:
         self.params = params
         self.fleet = FleetStats()
         self.prev: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -41,7 +45,10 @@ class Ours:
         self.rebalance_every = rebalance_every  # ticks between checks for a clearly cheaper offer
         self.hysteresis = hysteresis  # a move must save this share of the expected cost to stay
         self.rebid = rebid  # lower a running bid (vast's change bid) when the lowest running bid falls
+        self.wait = wait  # let jobs wait for an offer expected back (policy.waiting)
         self.last_eff: np.ndarray | None = None
+        self.seen_price: np.ndarray | None = None  # per offer, its lowest running bid when last available
+        self.away: dict[int, tuple[str, float]] = {}  # offer -> (offline | gone, since hours)
 
     def _params(self, sim: Replay) -> PolicyParams:
         if self.params is None:
@@ -55,12 +62,12 @@ class Ours:
         listed = m.listed(k)
         if self.prev is None:
             for i in np.flatnonzero(listed):
-                self.fleet.see(int(m.host[i]), str(m.gpu[i]))
+                self.fleet.see(int(m.host[i]), str(m.gpu[i]), float(m.reliability[i]))
         else:
             pk, peff, pon, pgone = self.prev
             self.fleet.advance((k - pk) * m.tick / 3600.0)
             for i in np.flatnonzero(listed & ~m.listed(pk)):
-                self.fleet.see(int(m.host[i]), str(m.gpu[i]))
+                self.fleet.see(int(m.host[i]), str(m.gpu[i]), float(m.reliability[i]))
             up = listed & online & (eff > peff * (1 + 1e-9)) & (peff > 0)
             for i in np.flatnonzero(up):
                 self.fleet.observe_outbid(int(m.host[i]), str(m.gpu[i]), float(eff[i] / peff[i] - 1.0))
@@ -69,6 +76,52 @@ class Ours:
             for i in np.flatnonzero(listed & ~pgone & gone & online):
                 self.fleet.observe_loss(int(m.host[i]), str(m.gpu[i]), offline=False)
         self.prev = (k, eff.copy(), online.copy(), gone.copy())
+        self._track_away(sim, k)
+
+    def _track_away(self, sim: Replay, k: int) -> None:
+        """Remember each offer's last price while available, and how long offers stay away (learned)."""
+        m = sim.m
+        up = m.listed(k) & m.online[k] & ~m.gone[k]
+        eff = sim.eff(k)
+        self.seen_price = np.where(up, eff, np.nan if self.seen_price is None else self.seen_price)
+        now_h = k * m.tick / 3600.0
+        cause = np.where(~m.online[k], "offline", np.where(m.gone[k], "gone", ""))
+        for i in np.flatnonzero(m.listed(k)):
+            was = self.away.get(int(i))
+            if was is not None and was[0] != cause[i]:
+                self.fleet.observe_back(was[0], now_h - was[1])
+                del self.away[int(i)]
+            if cause[i] and int(i) not in self.away:
+                self.away[int(i)] = (str(cause[i]), now_h)
+
+    def future(self, sim: Replay, k: int, now: float, p: PolicyParams) -> FutureOffers:
+        """Offers expected back: those our running jobs hold (free when they end) and those away for now."""
+        m = sim.m
+        rows: list[int] = []
+        when: list[float] = []
+        why: list[str] = []
+        price: list[float] = []
+        for run in sim.active():
+            r = run.rental
+            if r is None or r.paused:
+                continue
+            h = hazards(self.fleet, m.host[[r.offer]], m.gpu[[r.offer]], m.reliability[[r.offer]], np.array([0.0]))
+            hz = float(h[0][0] + h[2][0, 0]) if r.kind == "bid" else float(h[1][0])
+            rest = run.job.work_hours - sim.progress(run, now)
+            rows.append(r.offer)
+            when.append(held_until(now, rest, r.speed, hz, r.tau, sim.o.checkpoint_cost_s, p))
+            why.append(f"held by our job {run.job.id}")
+            price.append(float(sim.eff(k)[r.offer]))
+        for i, (cause, _) in self.away.items():
+            if self.seen_price is not None and np.isfinite(self.seen_price[i]):
+                rows.append(i)
+                when.append(now + self.fleet.expected_downtime_h(cause) * 3600.0)
+                why.append("host offline" if cause == "offline" else "rented away")
+                price.append(float(self.seen_price[i]))
+        table = self.table(sim, k, np.array(rows, dtype=np.int64))
+        table.min_bid = np.array(price, dtype=float)
+        table.dph = np.full(len(rows), np.inf)  # only bids are waited for
+        return FutureOffers(table, np.array(when, dtype=float), why)
 
     def table(self, sim: Replay, k: int, idx: np.ndarray) -> OfferTable:
         m = sim.m
@@ -181,7 +234,8 @@ class Ours:
                     acts.append(Release(jid))
                     waiting.append(jv)
         if waiting and avail_idx.size:
-            for pl in decide_on_table(waiting, self.table(sim, k, avail_idx), self.fleet, now, p):
+            future = self.future(sim, k, now, p) if self.wait else None
+            for pl in decide_on_table(waiting, self.table(sim, k, avail_idx), self.fleet, now, p, future=future):
                 if pl.kind == "on_demand" and pl.job_id not in self.final_od:
                     run = sim.runs[pl.job_id]
                     if not interruptible_allowed(self._slack(sim, run, now, job_mask(sim, run), avail), 1800.0, p,

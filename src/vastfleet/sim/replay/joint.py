@@ -1,0 +1,146 @@
+"""The workload bound: the per-job optimum with offer capacity priced in, so jobs cannot all take the
+cheapest offer at the same time.
+
+The per-job bound lets every job rent the cheapest offer at once; on a market of single-GPU hosts that is
+several points below anything a workload can do. Relaxing each offer's capacity with a price mu >= 0 per
+(tick, offer) decomposes the workload again into one DP per job:
+
+    L(mu) = sum_j  max_lambda [lambda * W_j + DP_j(lambda, prices + mu)]  -  sum_(t,n) mu[t,n] * capacity[n]
+
+and L(mu) <= the workload's true optimum for EVERY mu >= 0 (weak duality; L(0) is the per-job sum). Good
+prices come from the LP relaxation (jobs x ticks x offers, fractional, no boots) solved with HiGHS: its
+capacity duals. The LP optimum plus each job's cheapest possible first boot and download is a bound too;
+the reported figure is the largest of the three. Only (tick, offer) cells that more jobs could use than the
+offer holds get a price; a workload without such cells keeps the per-job sum, which is then exact.
+
+Per-job shares (for per-job ratios): job j's DP term minus the capacity prices its LP schedule pays;
+they add up to the workload bound when the LP's prices are exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vastfleet.sim.replay.engine import Options
+from vastfleet.sim.replay.optimum import JobBound, JobProblem, job_problem, maximise
+from vastfleet.sim.replay.trace import Market
+from vastfleet.sim.replay.workload import WorkJob
+
+MAX_LP_VARIABLES = 3_000_000  # beyond this the LP would take minutes: keep the per-job sum
+
+
+@dataclass
+class WorkloadBound:
+    dollars: float  # the workload bound (>= the per-job sum)
+    per_job_sum: float
+    shares: dict[str, float]  # per job; they add up to `dollars`
+    method: str  # "per-job" | "capacity-lagrangian" | "lp" ; which candidate was largest
+    contended_cells: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def _contended(market: Market, probs: dict[str, JobProblem]) -> np.ndarray:
+    """[T, n] bool: cells more jobs could use than the offer holds."""
+    demand = np.zeros((market.n_ticks, len(market.offer_keys)), dtype=np.int64)
+    for pr in probs.values():
+        usable = np.isfinite(pr.cont).any(axis=1)  # [T_j, n_j]
+        demand[pr.k0:pr.k0 + pr.ticks][:, pr.idx] += usable
+    return demand > market.capacity[None, :]
+
+
+def _lp(market: Market, probs: list[JobProblem], contended: np.ndarray) -> tuple[float, np.ndarray, dict[str, np.ndarray]] | None:
+    """(LP optimum, mu [T, n] $ per tick, per job the LP's use of each cell) or None when it cannot solve."""
+    from scipy.optimize import linprog
+    from scipy.sparse import coo_matrix
+
+    n_all = len(market.offer_keys)
+    cols_cost, rows, cols, vals, rhs = [], [], [], [], []
+    cells, owners = [], []
+    nvar = nrow = 0
+    for pr in probs:
+        price = pr.cont.min(axis=1)  # [T_j, n_j]: either kind, no boots (a relaxation)
+        tt, nn = np.nonzero(np.isfinite(price))
+        var = np.arange(nvar, nvar + tt.size)
+        nvar += tt.size
+        cols_cost.append(price[tt, nn])
+        rows.append(np.full(tt.size, nrow))
+        cols.append(var)
+        vals.append(-pr.gains[0, -1][nn])  # work >= W
+        rhs.append(-pr.work)
+        nrow += 1
+        rows.append(nrow + tt)
+        cols.append(var)
+        vals.append(np.ones(tt.size))  # one offer per tick
+        rhs.extend([1.0] * pr.ticks)
+        nrow += pr.ticks
+        key = (pr.k0 + tt) * n_all + pr.idx[nn]
+        hot = contended.reshape(-1)[key]
+        cells.append(key[hot])
+        owners.append(var[hot])
+    if nvar > MAX_LP_VARIABLES:
+        return None
+    keys = np.concatenate(cells)
+    uniq, row_of = np.unique(keys, return_inverse=True)
+    rows.append(nrow + row_of)
+    cols.append(np.concatenate(owners))
+    vals.append(np.ones(keys.size))
+    rhs.extend(market.capacity[uniq % n_all].astype(float))
+    nrow += uniq.size
+    a = coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(nrow, nvar)).tocsr()
+    res = linprog(np.concatenate(cols_cost), A_ub=a, b_ub=np.array(rhs), bounds=(0, 1), method="highs")
+    if res.status != 0:
+        return None
+    duals = -np.asarray(res.ineqlin.marginals)[nrow - uniq.size:]
+    mu = np.zeros(market.n_ticks * n_all)
+    mu[uniq] = np.maximum(duals, 0.0)
+    mu = mu.reshape(market.n_ticks, n_all)
+    x = np.asarray(res.x)
+    use: dict[str, np.ndarray] = {}
+    start = 0
+    for pr, price in zip(probs, cols_cost, strict=True):
+        use[pr.job_id] = x[start:start + price.size]
+        start += price.size
+    return float(res.fun), mu, use
+
+
+def _first_start_floor(pr: JobProblem, restart_s: float, tick_s: float) -> float:
+    """Every job pays at least one boot at the cheapest price it could see, and the cheapest download."""
+    finite = pr.cont[np.isfinite(pr.cont)]
+    return float(finite.min()) * restart_s / tick_s + float(pr.launch.min()) if finite.size else 0.0
+
+
+def workload_bound(market: Market, jobs: list[WorkJob], options: Options,
+                   per_job: dict[str, JobBound]) -> WorkloadBound:
+    base = sum(per_job[j.id].dollars for j in jobs)
+    shares = {j.id: per_job[j.id].dollars for j in jobs}
+    probs = {j.id: job_problem(market, j, options) for j in jobs}
+    hot = _contended(market, probs)
+    if not hot.any():
+        return WorkloadBound(base, base, shares, "per-job")
+    involved = [pr for pr in probs.values() if hot[pr.k0:pr.k0 + pr.ticks][:, pr.idx].any()]
+    solved = _lp(market, involved, hot)
+    if solved is None:
+        return WorkloadBound(base, base, shares, "per-job", int(hot.sum()), ["the LP was too large or failed"])
+    lp_value, mu, use = solved
+    lp_bound = base - sum(per_job[pr.job_id].dollars for pr in involved) + lp_value + sum(
+        _first_start_floor(pr, options.restart_overhead_s, float(market.tick)) for pr in involved)
+    lag = base
+    lag_shares = dict(shares)
+    for pr in involved:
+        adder = mu[pr.k0:pr.k0 + pr.ticks][:, pr.idx]
+        term, _, _ = maximise(pr, adder, hint=per_job[pr.job_id].lam)
+        price = pr.cont.min(axis=1)
+        tt, nn = np.nonzero(np.isfinite(price))
+        paid = float(adder[tt, nn] @ use[pr.job_id])
+        lag += term - per_job[pr.job_id].dollars
+        lag_shares[pr.job_id] = term - paid
+    lag -= float((mu * market.capacity[None, :]).sum())
+    best = max((base, "per-job"), (lag, "capacity-lagrangian"), (lp_bound, "lp"))
+    if best[1] == "capacity-lagrangian":
+        drift = best[0] - sum(lag_shares.values())  # complementary slackness holds up to the LP's tolerance
+        shares = {k: v + drift / len(lag_shares) for k, v in lag_shares.items()}
+    elif best[1] == "lp":
+        shares = {k: v * best[0] / base for k, v in shares.items()}
+    return WorkloadBound(best[0], base, shares, best[1], int(hot.sum()))
