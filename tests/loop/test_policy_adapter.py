@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tests.loop.factories import NOW, make_instance, make_job, make_offer, make_spec
 from vastfleet.scheduler.placement import default_placer
-from vastfleet.scheduler.plan import PlanParams
+from vastfleet.scheduler.plan import PlanParams, Snapshot
 from vastfleet.scheduler.policy_adapter import PolicyPlacer, merge_offers
 from vastfleet.spec.job import JobState
 
@@ -40,3 +40,43 @@ def test_outbid_waits_first_then_asks_the_policy() -> None:
         assert choice.price is not None and choice.price >= 0.3
         already = job.model_copy(update={"bid": choice.price})
         assert placer.on_outbid(already, inst, 10.0, params).action == "wait", "never raise to the same bid twice"
+
+
+def _placer_holding(remaining_hours: float) -> PolicyPlacer:
+    """A placer that saw our job j-hold running on a cheap machine with `remaining_hours` of work left."""
+    placer = PolicyPlacer()
+    holder = make_job("j-hold", instance_id=100, bid=0.1, progress={"remaining_hours": remaining_hours})
+    inst = make_instance(100, job_id="j-hold", host_id=7, machine_id=7, gpu_name="RTX 4090", num_gpus=1,
+                         dph_total=0.5, min_bid=0.1, bid_price=0.1, is_bid=True, reliability=0.99)
+    placer.at(NOW, {})
+    placer.observe(Snapshot(jobs={holder.id: holder}, instances=[inst]), [])
+    return placer
+
+
+def test_a_pending_job_with_slack_waits_for_the_cheap_machine_our_job_frees_soon() -> None:
+    placer = _placer_holding(remaining_hours=0.5)
+    pending = make_job("j-new", state=JobState.PENDING, instance_id=None, epoch=0, deadline_at=NOW + 48 * 3600,
+                       progress={"remaining_hours": 4.0})
+    offers = {pending.id: [make_offer(2, dph_total=1.0, min_bid=0.4, is_bid=True, host_id=8, machine_id=8)]}
+    assert placer([pending], offers, NOW) == []
+    [wait] = placer.waits
+    assert wait.job_id == "j-new" and "held by our job j-hold" in wait.reason
+    assert NOW < wait.until < NOW + 3600 and wait.expected_cost < 0.95 * wait.cost_now
+
+
+def test_without_the_slack_to_wait_the_job_takes_the_offer_now() -> None:
+    placer = _placer_holding(remaining_hours=0.5)
+    pending = make_job("j-new", state=JobState.PENDING, instance_id=None, epoch=0, deadline_at=NOW + 4.3 * 3600,
+                       progress={"remaining_hours": 4.0})
+    offers = {pending.id: [make_offer(2, dph_total=1.0, min_bid=0.4, is_bid=True, host_id=8, machine_id=8)]}
+    [placement] = placer([pending], offers, NOW)
+    assert placement.offer_id == 2 and placer.waits == []
+
+
+def test_a_job_that_frees_its_machine_too_late_is_not_waited_for() -> None:
+    placer = _placer_holding(remaining_hours=40.0)
+    pending = make_job("j-new", state=JobState.PENDING, instance_id=None, epoch=0, deadline_at=NOW + 24 * 3600,
+                       progress={"remaining_hours": 4.0})
+    offers = {pending.id: [make_offer(2, dph_total=1.0, min_bid=0.4, is_bid=True, host_id=8, machine_id=8)]}
+    [placement] = placer([pending], offers, NOW)
+    assert placement.offer_id == 2 and placer.waits == []

@@ -4,7 +4,9 @@ loop's stand-ins (`placement.simple_placements`, `plan.default_on_outbid`), the 
 `PolicyPlacer` keeps the fleet's observations (`FleetStats`: hosts seen, losses) in memory across passes
 (a restart starts from the policy's priors again: they are estimates, not state). Pure apart from that
 memory: no I/O. It also answers the agent API's checkpoint cadence (`checkpoint_interval`: Young/Daly from
-the hazard of the job's host) and takes the loop's live host exclusions into every JobView.
+the hazard of the job's host), takes the loop's live host exclusions into every JobView, and offers the
+machines our own running jobs hold as `FutureOffers` (free when those jobs end, from their heartbeats'
+progress), so a pending job with slack may wait for a clearly cheaper one (`policy.waiting`).
 """
 
 from __future__ import annotations
@@ -19,15 +21,19 @@ from vastfleet.scheduler.placement import Placement
 from vastfleet.scheduler.plan import OutbidChoice, PlanParams, Snapshot
 from vastfleet.scheduler.policy import (
     FleetStats,
+    FutureOffers,
+    OfferTable,
     PolicyParams,
+    Wait,
     checkpoint_interval,
     decide_placements,
     hazards,
+    held_until,
     job_view_from_job,
     on_outbid,
 )
 from vastfleet.spec.gpus import gpu_model
-from vastfleet.spec.job import Job
+from vastfleet.spec.job import Job, JobState
 from vastfleet.spec.market import Instance, Offer
 
 log = logging.getLogger(__name__)
@@ -71,6 +77,8 @@ class PolicyPlacer:
         # instance id -> (host, GPU model, reliability), replaced whole each pass: read by the API's threads
         self._where: dict[int, tuple[int, str, float]] = {}
         self._hazard: dict[int, tuple[float, float]] = {}  # instance id -> (as a bid, on demand), per pass
+        self._held: list[tuple[Offer, float, str]] = []  # what our running jobs hold: (offer, free at, why)
+        self.waits: list[Wait] = []  # the last placement's jobs that chose to wait, with the reason
 
     def exclude_hosts(self, hosts: frozenset[int]) -> None:
         """Called by the loop before each decision: the hosts excluded now."""
@@ -98,10 +106,23 @@ class PolicyPlacer:
             self.fleet.see(offer.host_id, offer.gpu_name)
         views = [job_view_from_job(j, now, excluded_hosts=self.excluded_hosts) for j in jobs]
         out = []
-        for p in decide_placements(views, rows, self.fleet, now, self.params):
+        waits: list[Wait] = []
+        for p in decide_placements(views, rows, self.fleet, now, self.params, future=self._future(views),
+                                   waits=waits):
             bid = p.bid if p.kind == "bid" else None
             out.append(Placement(p.job_id, p.offer_id, bid, p.reason, p.expected_cost))
+        for w in waits:
+            log.info("job %s waits: %s", w.job_id, w.reason)
+        self.waits = waits
         return out
+
+    def _future(self, views: Sequence[object]) -> FutureOffers | None:
+        if not self._held:
+            return None
+        disk = max((getattr(v, "disk_gb", 20.0) for v in views), default=20.0)
+        table = OfferTable.from_offers([o for o, _, _ in self._held], disk)
+        table.dph = np.full(len(self._held), np.inf)  # only bids are waited for
+        return FutureOffers(table, np.array([at for _, at, _ in self._held]), [why for _, _, why in self._held])
 
     # --- the loop's outbid shape ------------------------------------------------------------------------
 
@@ -138,6 +159,30 @@ class PolicyPlacer:
                     "host_offline", "gone", "heartbeat_lost", "exited"):
                 self.fleet.observe_loss(lost.host_id, lost.gpu_name, offline=cause == "host_offline")
         self._refresh_hazards()
+        self._held = self._held_by_us(snap, by_id)
+
+    def _held_by_us(self, snap: Snapshot, by_id: Mapping[int, Instance]) -> list[tuple[Offer, float, str]]:
+        """Machines our running jobs hold, and when each is expected free: only jobs whose heartbeats say
+        how much work is left (`progress.remaining_hours`, or `fraction` of `total_hours`)."""
+        now = self._last_now or 0.0
+        held = []
+        for job in snap.jobs.values():
+            if job is None or job.state != JobState.RUNNING or job.instance_id is None:
+                continue
+            inst = by_id.get(job.instance_id)
+            prog = job.progress or {}
+            if inst is None or not ("remaining_hours" in prog or "total_hours" in prog):
+                continue
+            offer = paused_offer(inst, job)
+            if offer is None:
+                continue
+            view = job_view_from_job(job, now)
+            hazard = self._hazard.get(inst.id, (0.0, 0.0))[0 if job.bid is not None else 1]
+            speed = offer.dlperf / view.reference_dlperf()
+            until = held_until(now, view.remaining_work_hours, speed, hazard, self.checkpoint_interval(job),
+                               DEFAULT_CHECKPOINT_COST_S, self.params)
+            held.append((offer, until, f"held by our job {job.id}"))
+        return held
 
     # --- checkpoint cadence (the agent API's hook: cheap, no I/O) ------------------------------------------
 

@@ -161,7 +161,9 @@ def _walk(cost: np.ndarray, idx: np.ndarray, taken: np.ndarray, k: int) -> int:
 
 
 def decide_placements(jobs: list[JobView], offers: list[Offer], fleet: FleetStats, now: float,
-                      params: PolicyParams) -> list[Placement]:
+                      params: PolicyParams, *, future: FutureOffers | None = None,
+                      waits: list[Wait] | None = None) -> list[Placement]:
     """The live loop's entry point: placements for pending jobs, each offer used at most once."""
     disk = max((j.disk_gb for j in jobs), default=20.0)
-    return decide_on_table(jobs, OfferTable.from_offers(offers, disk), fleet, now, params)
+    return decide_on_table(jobs, OfferTable.from_offers(offers, disk), fleet, now, params, future=future,
+                           waits=waits)
