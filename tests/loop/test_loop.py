@@ -177,3 +177,32 @@ def test_the_loop_feeds_the_exporter(redis_client) -> None:
                                 {"gpu_model": "RTX 4090", "kind": "host_offline"}) == 1
     assert reg.get_sample_value("vastfleet_instances", {"status": "offline", "gpu_model": "RTX 4090",
                                                         "bid_kind": "on_demand"}) == 1
+
+
+def test_a_running_bid_is_lowered_in_place_when_the_lowest_running_bid_falls(redis_client) -> None:
+    market = RecordingMarketplace([make_offer(1, dph_total=0.9, min_bid=0.4, is_bid=True, reliability=0.999)])
+    clock = FakeClock(1_000_000.0)
+    store, loop = build(redis_client, market, clock)
+    job = store.submit(make_spec(interruptible="always"))
+    loop.run_pass()
+    job = store.get(job.id)
+    assert job.bid is not None and job.bid >= 0.4
+    market.set_status(job.instance_id, "running", min_bid=0.4)
+    beat(redis_client, job, clock.now)
+    loop.run_pass()
+    assert store.get(job.id).state == S.RUNNING
+    first_bid = store.get(job.id).bid
+    market.set_status(job.instance_id, "running", min_bid=0.2)  # the competing bids went away
+    market.reset_calls()
+    clock.now += 1
+    beat(redis_client, job, clock.now)
+    loop.run_pass()
+    lowered = store.get(job.id)
+    assert lowered.state == S.RUNNING and lowered.epoch == job.epoch, "no restart, no new attempt"
+    assert 0.2 <= lowered.bid < 0.95 * first_bid
+    assert "change_bid" in market.methods_called() and "start_instance" not in market.methods_called()
+    market.reset_calls()
+    clock.now += 1
+    beat(redis_client, job, clock.now)
+    loop.run_pass()
+    assert "change_bid" not in market.methods_called(), "the same bid is not set twice"

@@ -80,3 +80,16 @@ def test_a_job_that_frees_its_machine_too_late_is_not_waited_for() -> None:
     offers = {pending.id: [make_offer(2, dph_total=1.0, min_bid=0.4, is_bid=True, host_id=8, machine_id=8)]}
     [placement] = placer([pending], offers, NOW)
     assert placement.offer_id == 2 and placer.waits == []
+
+
+def test_lower_bid_only_for_a_clear_drop_of_the_lowest_running_bid() -> None:
+    placer = PolicyPlacer()
+    placer.at(NOW, {})
+    job = make_job(bid=0.4, spec=make_spec(interruptible="always"))
+    inst = make_instance(100, host_id=7, machine_id=7, gpu_name="RTX 4090", num_gpus=1, dph_total=0.4,
+                         min_bid=0.2, bid_price=0.4, is_bid=True, reliability=0.99)
+    lowered = placer.lower_bid(job, inst)
+    assert lowered is not None and 0.2 <= lowered[0] < 0.38 and "no restart" in lowered[1]
+    slightly = inst.model_copy(update={"min_bid": 0.39})
+    assert placer.lower_bid(job, slightly) is None  # under 5% saved: not worth a marketplace call
+    assert placer.lower_bid(job.model_copy(update={"bid": None}), inst) is None

@@ -78,7 +78,8 @@ class Applier:
                     done.forgotten += 1
                 elif isinstance(action, RaiseBid):
                     self.ctx.market.change_bid(action.instance_id, action.price)
-                    self.ctx.market.start_instance(action.instance_id)
+                    if action.start:
+                        self.ctx.market.start_instance(action.instance_id)
                     self.ctx.store.update(action.job_id, expected_epoch=self.ctx.store.get(action.job_id).epoch,
                                           bid=action.price)
                     done.bids += 1

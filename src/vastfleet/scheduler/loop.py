@@ -169,7 +169,8 @@ class SchedulerLoop:
             at = getattr(self.placer, "at", None)
             if at is not None:
                 at(now, snap.offers)  # the outbid decision compares with moving elsewhere, at this pass's time
-            result.plan = decide(snap, now, self.config.params, self.placer, self.on_outbid)
+            result.plan = decide(snap, now, self.config.params, self.placer, self.on_outbid,
+                                 getattr(self.placer, "lower_bid", None))
             self._note_unplaced(snap, result.plan, now)
             self.applier.ctx = act.ActionContext(**{**self.ctx.__dict__, "market": market})
             result.applied = self.applier.apply(result.plan)

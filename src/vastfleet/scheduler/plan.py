@@ -17,7 +17,7 @@ pass makes no marketplace call but the listing. Never does I/O; never reads a cl
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,10 +65,14 @@ class Forget:
 
 @dataclass(frozen=True)
 class RaiseBid:
+    """Change an interruptible instance's bid (vast's `change bid`); `start` restarts a paused one. A running
+    instance whose lowest running bid fell gets a lower bid with start=False: no restart, nothing lost."""
+
     job_id: str
     instance_id: int
     price: float
     reason: str
+    start: bool = True
 
 
 Action = Transition | Create | Destroy | Forget | RaiseBid
@@ -120,7 +124,10 @@ class Plan:
 
 
 def decide(snap: Snapshot, now: float, params: PlanParams = PlanParams(),
-           place: Placer = simple_placements, on_outbid: Any = default_on_outbid) -> Plan:
+           place: Placer = simple_placements, on_outbid: Any = default_on_outbid,
+           lower_bid: Callable[[Job, Instance], tuple[float, str] | None] | None = None) -> Plan:
+    """`lower_bid(job, instance)`: a lower bid for a healthy running bid whose lowest running bid fell, with
+    its reason, or None to keep the bid (the policy's `lower_running_bid`; None: never lower)."""
     plan = Plan()
     ours: list[tuple[Instance, str, int]] = []
     for inst in snap.instances:
@@ -158,6 +165,11 @@ def decide(snap: Snapshot, now: float, params: PlanParams = PlanParams(),
         assert job is not None
         handled_jobs.add(job_id)
         _attempt(plan, job, inst, obs, verdict, params, on_outbid)
+        if (lower_bid is not None and verdict.health == Health.healthy and job.state == S.RUNNING
+                and inst.is_bid and job.bid is not None and epoch == job.epoch):
+            lowered = lower_bid(job, inst)
+            if lowered is not None and lowered[0] < job.bid:
+                plan.actions.append(RaiseBid(job.id, inst.id, lowered[0], lowered[1], start=False))
 
     # 2. Attempts whose instance the listing does not show (BOOTING / RUNNING with an instance id).
     for job in snap.jobs.values():

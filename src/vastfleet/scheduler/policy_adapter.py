@@ -30,6 +30,7 @@ from vastfleet.scheduler.policy import (
     hazards,
     held_until,
     job_view_from_job,
+    lower_running_bid,
     on_outbid,
 )
 from vastfleet.spec.gpus import gpu_model
@@ -39,6 +40,7 @@ from vastfleet.spec.market import Instance, Offer
 log = logging.getLogger(__name__)
 
 DEFAULT_CHECKPOINT_COST_S = 60.0  # until the job's first upload is measured
+REBID_MIN_DROP = 0.05  # lower a running bid only when it saves at least this share
 
 
 def merge_offers(offers: Mapping[str, Sequence[Offer]]) -> list[Offer]:
@@ -141,6 +143,23 @@ class PolicyPlacer:
                 return OutbidChoice("wait", reason="bid already raised; waiting within the scheduling bound")
             return OutbidChoice("raise", decision.bid, decision.reason)
         return OutbidChoice("requeue", reason=decision.reason)
+
+    def lower_bid(self, job: Job, inst: Instance) -> tuple[float, str] | None:
+        """A running bid whose lowest running bid (`inst.min_bid`) fell: the bid that is best now for the
+        work left, when it is at least `REBID_MIN_DROP` lower (each change is a marketplace call)."""
+        if job.bid is None or inst.min_bid is None or inst.min_bid <= 0 or inst.min_bid >= job.bid:
+            return None
+        here = paused_offer(inst, job)
+        if here is None:
+            return None
+        now = self._last_now or 0.0
+        view = job_view_from_job(job, now, excluded_hosts=self.excluded_hosts)
+        bid = lower_running_bid(view, OfferTable.from_offers([here], view.disk_gb), job.bid, self.fleet,
+                                self.params)
+        if bid is None or bid > job.bid * (1.0 - REBID_MIN_DROP):
+            return None
+        return bid, (f"lowest running bid fell to {inst.min_bid:.4f}$/h: bid {job.bid:.4f} -> {bid:.4f}$/h, "
+                     "no restart")
 
     def observe(self, snap: Snapshot, interrupted: Sequence[tuple[str, str]]) -> None:
         """Feed what the pass saw: our hosts (exposure) and the losses it declared (job id, cause)."""
