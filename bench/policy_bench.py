@@ -58,13 +58,20 @@ def main() -> None:
     if args.json:
         print(json.dumps(results, sort_keys=True))
         return
-    print("| trace | policy | dollars | ratio to optimum | p50 job | p90 job | misses | interruptions | GPU-h lost |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| trace | policy | dollars | ratio to optimum | vs per-job bound | p50 job | p90 job | misses | "
+          "interruptions | GPU-h lost |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for res in results:
         for r in res["policies"]:
             print(f"| {res['trace']} | {r['policy']} | {r['dollars']:.2f} | {r['ratio_to_optimum']:.3f} | "
-                  f"{r['p50_job_ratio']:.3f} | {r['p90_job_ratio']:.3f} | {r['deadline_misses']} | "
-                  f"{r['interruptions']} | {r['gpu_hours_lost']:.1f} |")
+                  f"{r['ratio_to_per_job_bound']:.3f} | {r['p50_job_ratio']:.3f} | {r['p90_job_ratio']:.3f} | "
+                  f"{r['deadline_misses']} | {r['interruptions']} | {r['gpu_hours_lost']:.1f} |")
+    print()
+    for res in results:
+        opt = res["policies"][-1]
+        print(f"{res['trace']}: optimum {opt['dollars']:.2f} by {opt['bound']}, per-job sum {opt['per_job_bound']:.2f} "
+              f"({(opt['ratio_to_per_job_bound'] - 1) * 100:+.1f}%), {opt['contended_cells']} contended cells, "
+              f"{res['seconds']} s")
 
 
 if __name__ == "__main__":

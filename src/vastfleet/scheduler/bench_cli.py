@@ -27,8 +27,8 @@ def _fail(exc: VastfleetError) -> typer.Exit:
 
 def results_table(result: dict[str, object]) -> Table:
     table = Table(title=f"{result['market']} ({result['jobs']} jobs)")
-    cols = ("policy", "dollars", "ratio_to_optimum", "p50_job_ratio", "p90_job_ratio", "deadline_misses",
-            "interruptions", "gpu_hours_lost")
+    cols = ("policy", "dollars", "ratio_to_optimum", "ratio_to_per_job_bound", "p50_job_ratio", "p90_job_ratio",
+            "deadline_misses", "interruptions", "gpu_hours_lost")
     for c in cols:
         table.add_column(c, justify="left" if c == "policy" else "right")
     for row in result["policies"]:  # type: ignore[attr-defined]
