@@ -19,6 +19,7 @@ they add up to the workload bound when the LP's prices are exact.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +30,7 @@ from vastfleet.sim.replay.trace import Market
 from vastfleet.sim.replay.workload import WorkJob
 
 MAX_LP_VARIABLES = 3_000_000  # beyond this the LP would take minutes: keep the per-job sum
+LP_CANDIDATES = 6  # per job and tick, the LP sees only its cheapest offers (any mu is a valid price)
 
 
 @dataclass
@@ -50,17 +52,44 @@ def _contended(market: Market, probs: dict[str, JobProblem]) -> np.ndarray:
     return demand > market.capacity[None, :]
 
 
-def _lp(market: Market, probs: list[JobProblem], contended: np.ndarray) -> tuple[float, np.ndarray, dict[str, np.ndarray]] | None:
-    """(LP optimum, mu [T, n] $ per tick, per job the LP's use of each cell) or None when it cannot solve."""
+def _lp_prices(market: Market, probs: list[JobProblem], cap: int | None) -> tuple[dict[str, np.ndarray], bool]:
+    """Per job, the LP's price of each (tick, offer) cell (inf: no variable), and whether any was pruned.
+
+    At a tick when k of the workload's jobs are live, a job rarely needs more than its k offers cheapest per
+    unit of work, and in practice far fewer: only the cheapest min(k, cap) get variables, so the LP stays
+    small on big markets. A pruned LP is no longer a relaxation, so its optimum is not used as a bound; its
+    prices are still prices, and L(mu) is a bound for any mu.
+    """
+    live = np.zeros(market.n_ticks, dtype=np.int64)
+    for pr in probs:
+        live[pr.k0:pr.k0 + pr.ticks] += 1
+    out: dict[str, np.ndarray] = {}
+    pruned = False
+    for pr in probs:
+        price = pr.cont.min(axis=1)  # [T_j, n_j]: either kind, no boots
+        per_work = price / np.maximum(pr.gains[0, -1], 1e-12)[None, :]
+        rank = np.argsort(np.argsort(per_work, axis=1, kind="stable"), axis=1)
+        k = live[pr.k0:pr.k0 + pr.ticks]
+        keep = rank < (k if cap is None else np.minimum(k, cap))[:, None]
+        pruned |= bool((np.isfinite(price) & ~keep).any())
+        out[pr.job_id] = np.where(keep, price, np.inf)
+    return out, pruned
+
+
+def _lp(market: Market, probs: list[JobProblem], contended: np.ndarray, cap: int | None
+        ) -> tuple[float, np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray], bool] | None:
+    """(LP optimum, mu [T, n] $ per tick, per job its LP prices and its use of each cell, pruned) or None
+    when it cannot solve."""
     from scipy.optimize import linprog
     from scipy.sparse import coo_matrix
 
     n_all = len(market.offer_keys)
+    prices, pruned = _lp_prices(market, probs, cap)
     cols_cost, rows, cols, vals, rhs = [], [], [], [], []
     cells, owners = [], []
     nvar = nrow = 0
     for pr in probs:
-        price = pr.cont.min(axis=1)  # [T_j, n_j]: either kind, no boots (a relaxation)
+        price = prices[pr.job_id]
         tt, nn = np.nonzero(np.isfinite(price))
         var = np.arange(nvar, nvar + tt.size)
         nvar += tt.size
@@ -82,14 +111,18 @@ def _lp(market: Market, probs: list[JobProblem], contended: np.ndarray) -> tuple
     if nvar > MAX_LP_VARIABLES:
         return None
     keys = np.concatenate(cells)
+    owner = np.concatenate(owners)
+    uniq, row_of, count = np.unique(keys, return_inverse=True, return_counts=True)
+    binding = count > market.capacity[uniq % n_all]  # a cell fewer variables could fill needs no row
+    keys, owner = keys[binding[row_of]], owner[binding[row_of]]
     uniq, row_of = np.unique(keys, return_inverse=True)
     rows.append(nrow + row_of)
-    cols.append(np.concatenate(owners))
+    cols.append(owner)
     vals.append(np.ones(keys.size))
     rhs.extend(market.capacity[uniq % n_all].astype(float))
     nrow += uniq.size
     a = coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(nrow, nvar)).tocsr()
-    res = linprog(np.concatenate(cols_cost), A_ub=a, b_ub=np.array(rhs), bounds=(0, 1), method="highs")
+    res = linprog(np.concatenate(cols_cost), A_ub=a, b_ub=np.array(rhs), bounds=(0, 1), method="highs-ipm")
     if res.status != 0:
         return None
     duals = -np.asarray(res.ineqlin.marginals)[nrow - uniq.size:]
@@ -102,7 +135,7 @@ def _lp(market: Market, probs: list[JobProblem], contended: np.ndarray) -> tuple
     for pr, price in zip(probs, cols_cost, strict=True):
         use[pr.job_id] = x[start:start + price.size]
         start += price.size
-    return float(res.fun), mu, use
+    return float(res.fun), mu, prices, use, pruned
 
 
 def _first_start_floor(pr: JobProblem, restart_s: float, tick_s: float) -> float:
@@ -120,19 +153,18 @@ def workload_bound(market: Market, jobs: list[WorkJob], options: Options,
     if not hot.any():
         return WorkloadBound(base, base, shares, "per-job")
     involved = [pr for pr in probs.values() if hot[pr.k0:pr.k0 + pr.ticks][:, pr.idx].any()]
-    solved = _lp(market, involved, hot)
+    solved = _lp(market, involved, hot, LP_CANDIDATES) or _lp(market, involved, hot, None)
     if solved is None:
         return WorkloadBound(base, base, shares, "per-job", int(hot.sum()), ["the LP was too large or failed"])
-    lp_value, mu, use = solved
-    lp_bound = base - sum(per_job[pr.job_id].dollars for pr in involved) + lp_value + sum(
+    lp_value, mu, prices, use, pruned = solved
+    lp_bound = -math.inf if pruned else base - sum(per_job[pr.job_id].dollars for pr in involved) + lp_value + sum(
         _first_start_floor(pr, options.restart_overhead_s, float(market.tick)) for pr in involved)
     lag = base
     lag_shares = dict(shares)
     for pr in involved:
         adder = mu[pr.k0:pr.k0 + pr.ticks][:, pr.idx]
         term, _, _ = maximise(pr, adder, hint=per_job[pr.job_id].lam)
-        price = pr.cont.min(axis=1)
-        tt, nn = np.nonzero(np.isfinite(price))
+        tt, nn = np.nonzero(np.isfinite(prices[pr.job_id]))
         paid = float(adder[tt, nn] @ use[pr.job_id])
         lag += term - per_job[pr.job_id].dollars
         lag_shares[pr.job_id] = term - paid
