@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.loop.factories import NOW, make_instance, make_job, make_offer, make_spec
 from vastfleet.scheduler.placement import default_placer
 from vastfleet.scheduler.plan import PlanParams, Snapshot
 from vastfleet.scheduler.policy_adapter import PolicyPlacer, merge_offers
-from vastfleet.spec.job import JobState
+from vastfleet.spec.job import Job, JobState
+from vastfleet.spec.market import Offer
 
 
 def test_the_loop_uses_the_policy_when_it_is_installed() -> None:
@@ -53,31 +56,26 @@ def _placer_holding(remaining_hours: float) -> PolicyPlacer:
     return placer
 
 
+def _pending(deadline_h: float) -> tuple[Job, dict[str, list[Offer]]]:
+    """A pending job with 4 h of work, and the one dear offer it can rent now."""
+    job = make_job("j-new", state=JobState.PENDING, instance_id=None, epoch=0, deadline_at=NOW + deadline_h * 3600,
+                   progress={"remaining_hours": 4.0})
+    return job, {job.id: [make_offer(2, dph_total=1.0, min_bid=0.4, is_bid=True, host_id=8, machine_id=8)]}
+
+
 def test_a_pending_job_with_slack_waits_for_the_cheap_machine_our_job_frees_soon() -> None:
     placer = _placer_holding(remaining_hours=0.5)
-    pending = make_job("j-new", state=JobState.PENDING, instance_id=None, epoch=0, deadline_at=NOW + 48 * 3600,
-                       progress={"remaining_hours": 4.0})
-    offers = {pending.id: [make_offer(2, dph_total=1.0, min_bid=0.4, is_bid=True, host_id=8, machine_id=8)]}
+    pending, offers = _pending(deadline_h=48)
     assert placer([pending], offers, NOW) == []
     [wait] = placer.waits
     assert wait.job_id == "j-new" and "held by our job j-hold" in wait.reason
     assert NOW < wait.until < NOW + 3600 and wait.expected_cost < 0.95 * wait.cost_now
 
 
-def test_without_the_slack_to_wait_the_job_takes_the_offer_now() -> None:
-    placer = _placer_holding(remaining_hours=0.5)
-    pending = make_job("j-new", state=JobState.PENDING, instance_id=None, epoch=0, deadline_at=NOW + 4.3 * 3600,
-                       progress={"remaining_hours": 4.0})
-    offers = {pending.id: [make_offer(2, dph_total=1.0, min_bid=0.4, is_bid=True, host_id=8, machine_id=8)]}
-    [placement] = placer([pending], offers, NOW)
-    assert placement.offer_id == 2 and placer.waits == []
-
-
-def test_a_job_that_frees_its_machine_too_late_is_not_waited_for() -> None:
-    placer = _placer_holding(remaining_hours=40.0)
-    pending = make_job("j-new", state=JobState.PENDING, instance_id=None, epoch=0, deadline_at=NOW + 24 * 3600,
-                       progress={"remaining_hours": 4.0})
-    offers = {pending.id: [make_offer(2, dph_total=1.0, min_bid=0.4, is_bid=True, host_id=8, machine_id=8)]}
+@pytest.mark.parametrize(("held_for_h", "deadline_h"), [(0.5, 4.3), (40.0, 24.0)])
+def test_without_slack_to_wait_or_with_the_machine_free_too_late_the_job_rents_now(held_for_h, deadline_h) -> None:
+    placer = _placer_holding(remaining_hours=held_for_h)
+    pending, offers = _pending(deadline_h)
     [placement] = placer([pending], offers, NOW)
     assert placement.offer_id == 2 and placer.waits == []
 

@@ -126,9 +126,9 @@ def _lp(market: Market, probs: list[JobProblem], contended: np.ndarray, cap: int
     if res.status != 0:
         return None
     duals = -np.asarray(res.ineqlin.marginals)[nrow - uniq.size:]
-    mu = np.zeros(market.n_ticks * n_all)
-    mu[uniq] = np.maximum(duals, 0.0)
-    mu = mu.reshape(market.n_ticks, n_all)
+    flat = np.zeros(market.n_ticks * n_all)
+    flat[uniq] = np.maximum(duals, 0.0)
+    mu = flat.reshape(market.n_ticks, n_all)
     x = np.asarray(res.x)
     use: dict[str, np.ndarray] = {}
     start = 0
