@@ -22,16 +22,17 @@ from vastfleet.scheduler.plan import OutbidChoice, PlanParams, Snapshot
 from vastfleet.scheduler.policy import (
     FleetStats,
     FutureOffers,
+    JobView,
     OfferTable,
     PolicyParams,
     Wait,
     checkpoint_interval,
     decide_placements,
-    hazards,
     held_until,
     job_view_from_job,
     lower_running_bid,
     on_outbid,
+    rental_hazards,
 )
 from vastfleet.spec.gpus import gpu_model
 from vastfleet.spec.job import Job, JobState
@@ -118,12 +119,10 @@ class PolicyPlacer:
         self.waits = waits
         return out
 
-    def _future(self, views: Sequence[object]) -> FutureOffers | None:
+    def _future(self, views: Sequence[JobView]) -> FutureOffers | None:
         if not self._held:
             return None
-        disk = max((getattr(v, "disk_gb", 20.0) for v in views), default=20.0)
-        table = OfferTable.from_offers([o for o, _, _ in self._held], disk)
-        table.dph = np.full(len(self._held), np.inf)  # only bids are waited for
+        table = OfferTable.from_offers([o for o, _, _ in self._held], max(v.disk_gb for v in views))
         return FutureOffers(table, np.array([at for _, at, _ in self._held]), [why for _, _, why in self._held])
 
     # --- the loop's outbid shape ------------------------------------------------------------------------
@@ -210,9 +209,9 @@ class PolicyPlacer:
         rate plus the outbid rate at a 10% margin; on demand, the offline rate."""
         if not rows:
             return []
-        loss, offline, outbid = hazards(self.fleet, np.array([r[0] for r in rows]), np.array([r[1] for r in rows]),
-                                        np.array([r[2] for r in rows]), np.array([0.1]))
-        return [(float(loss[i] + outbid[i, 0]), float(offline[i])) for i in range(len(rows))]
+        bid, od = rental_hazards(self.fleet, np.array([r[0] for r in rows]), np.array([r[1] for r in rows]),
+                                 np.array([r[2] for r in rows]), margin=0.1)
+        return list(zip(bid.tolist(), od.tolist(), strict=True))
 
     def _refresh_hazards(self) -> None:
         """Once per pass, in the loop's thread: the API's hook then only looks the answer up."""

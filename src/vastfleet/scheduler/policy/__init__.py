@@ -17,7 +17,7 @@ from vastfleet.scheduler.policy.cost import Terms, option_terms
 from vastfleet.scheduler.policy.deadline import interruptible_allowed, should_escalate_to_on_demand, slack_s
 from vastfleet.scheduler.policy.explain import RankedOffer, Ranking, rank_offers
 from vastfleet.scheduler.policy.filters import CHAIN, feasible
-from vastfleet.scheduler.policy.hazard import FleetStats, hazards
+from vastfleet.scheduler.policy.hazard import FleetStats, hazards, rental_hazards
 from vastfleet.scheduler.policy.types import (
     Decision,
     FutureOffers,
@@ -34,5 +34,5 @@ __all__ = [
     "CHAIN", "Decision", "FleetStats", "FutureOffers", "JobView", "OfferTable", "Placement", "PolicyParams", "RankedOffer",
     "Ranking", "Terms", "Wait", "best_wait", "checkpoint_interval", "choose_bid", "decide_on_table", "decide_placements", "feasible",
     "hazards", "held_until", "interruptible_allowed", "job_view_from_job", "lower_running_bid", "on_outbid", "option_terms",
-    "outbid_decision", "rank_offers", "should_escalate_to_on_demand", "slack_s",
+    "outbid_decision", "rank_offers", "rental_hazards", "should_escalate_to_on_demand", "slack_s",
 ]

@@ -96,12 +96,13 @@ class FleetStats:
 
     def offline_scale(self, a: float) -> float:
         """Offline events per unit of (1 - reliability) x hour over the fleet; 1 before any exposure."""
-        expected = observed = 0.0
-        for c in self.hosts.values():
-            if c.reliability is not None:
-                expected += float(reliability_prior(np.array([c.reliability]))[0]) * max(self.clock_h - c.since_h, 0.0)
-                observed += c.offline
-        return (a + observed) / (a + expected)
+        known = [c for c in self.hosts.values() if c.reliability is not None]
+        if not known:
+            return 1.0
+        rel = np.array([c.reliability for c in known], dtype=float)
+        expo = np.maximum(self.clock_h - np.array([c.since_h for c in known]), 0.0)
+        expected = float(reliability_prior(rel) @ expo)
+        return (a + sum(c.offline for c in known)) / (a + expected)
 
 
 def reliability_prior(reliability: np.ndarray) -> np.ndarray:
@@ -159,3 +160,12 @@ def hazards(stats: FleetStats, hosts: np.ndarray, gpus: np.ndarray, reliability:
             p_gone[known] = _gp(a, p_gone[known], gone, expo)
             p_ob[known] = _gp(a, p_ob[known], outb, expo[:, None])
     return p_off + p_gone, p_off, p_ob
+
+
+def rental_hazards(stats: FleetStats, hosts: np.ndarray, gpus: np.ndarray, reliability: np.ndarray,
+                   margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per rental: (interruptions per hour as a bid at `margin` over min_bid, as on demand). A bid is lost or
+    outbid; an on-demand rental only goes down with its host."""
+    loss, offline, outbid = hazards(stats, np.asarray(hosts), np.asarray(gpus, dtype=object),
+                                    np.asarray(reliability, dtype=float), np.array([margin]))
+    return loss + outbid[:, 0], offline

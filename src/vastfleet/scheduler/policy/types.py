@@ -126,7 +126,7 @@ class OfferTable:
 class FutureOffers:
     """Offers that cannot be rented now but are expected back: one our own job holds (free when it ends), or
     one whose host is offline or that is rented away (back after the downtime this fleet has seen).
-    `table.min_bid` is the price expected then (the last lowest running bid seen)."""
+    `table.min_bid` is the price expected then (the last lowest running bid seen); only bids are waited for."""
 
     table: OfferTable
     available_at: np.ndarray  # seconds, on the policy's clock

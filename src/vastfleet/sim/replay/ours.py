@@ -24,10 +24,10 @@ from vastfleet.scheduler.policy import (
     interruptible_allowed,
     lower_running_bid,
     outbid_decision,
+    rental_hazards,
     should_escalate_to_on_demand,
 )
 from vastfleet.scheduler.policy.cost import young_daly
-from vastfleet.scheduler.policy.hazard import hazards
 from vastfleet.scheduler.policy.waiting import held_until
 from vastfleet.sim.replay.baselines import job_mask, slack
 from vastfleet.sim.replay.engine import Action, JobRun, Place, Raise, Release, Replay
@@ -105,8 +105,8 @@ class Ours:
             r = run.rental
             if r is None or r.paused:
                 continue
-            h = hazards(self.fleet, m.host[[r.offer]], m.gpu[[r.offer]], m.reliability[[r.offer]], np.array([0.0]))
-            hz = float(h[0][0] + h[2][0, 0]) if r.kind == "bid" else float(h[1][0])
+            bid, od = rental_hazards(self.fleet, m.host[[r.offer]], m.gpu[[r.offer]], m.reliability[[r.offer]], 0.0)
+            hz = float(bid[0] if r.kind == "bid" else od[0])
             rest = run.job.work_hours - sim.progress(run, now)
             rows.append(r.offer)
             when.append(held_until(now, rest, r.speed, hz, r.tau, sim.o.checkpoint_cost_s, p))
@@ -120,7 +120,6 @@ class Ours:
                 price.append(float(self.seen_price[i]))
         table = self.table(sim, k, np.array(rows, dtype=np.int64))
         table.min_bid = np.array(price, dtype=float)
-        table.dph = np.full(len(rows), np.inf)  # only bids are waited for
         return FutureOffers(table, np.array(when, dtype=float), why)
 
     def table(self, sim: Replay, k: int, idx: np.ndarray) -> OfferTable:
