@@ -91,3 +91,61 @@ def test_lower_bid_only_for_a_clear_drop_of_the_lowest_running_bid() -> None:
     slightly = inst.model_copy(update={"min_bid": 0.39})
     assert placer.lower_bid(job, slightly) is None  # under 5% saved: not worth a marketplace call
     assert placer.lower_bid(job.model_copy(update={"bid": None}), inst) is None
+
+
+def _hazard_of(placer: PolicyPlacer, host: int) -> tuple[float, float]:
+    """(as a bid at 10% over min_bid, on demand) for an RTX 4090 on `host` listed at reliability 0.99."""
+    import numpy as np
+
+    from vastfleet.scheduler.policy import rental_hazards
+
+    bid, od = rental_hazards(placer.fleet, np.array([host]), np.array(["RTX 4090"], dtype=object),
+                             np.array([0.99]), 0.1)
+    return float(bid[0]), float(od[0])
+
+
+def test_listed_offers_alone_teach_nothing_only_our_rentals_hours_count() -> None:
+    # 100 hours of passes, our job running on host 1 the whole time with no loss and no outbid; one placer
+    # also lists 40 other offers each pass. The live loop sees losses only on its own rentals, so the 4,000
+    # offer-hours it merely listed must not move any estimate (counted like the replay's whole-market watch,
+    # they would pull every gone and outbid rate of the GPU model towards zero).
+    from vastfleet.scheduler.policy import FleetStats
+
+    listing, blind, prior = PolicyPlacer(), PolicyPlacer(), PolicyPlacer()
+    pending = make_job("j-wait", state=JobState.PENDING, instance_id=None, epoch=0)
+    mine = make_job("j-mine", instance_id=100, bid=0.25)
+    inst = make_instance(100, job_id="j-mine", host_id=1, machine_id=1, gpu_name="RTX 4090", num_gpus=1,
+                         dph_total=0.5, min_bid=0.2, bid_price=0.25, is_bid=True, reliability=0.99)
+    offers = {pending.id: [make_offer(i, is_bid=True) for i in range(2, 42)]}
+    for hour in range(101):
+        now = NOW + hour * 3600.0
+        for placer, seen in ((listing, offers), (blind, {})):
+            placer([pending], seen, now)
+            placer.observe(Snapshot(jobs={mine.id: mine}, instances=[inst]), [])
+    assert listing.fleet.exposure(1) == pytest.approx(100.0) and listing.fleet.exposure(5) == 0.0
+    for host in (1, 5):
+        assert _hazard_of(listing, host) == pytest.approx(_hazard_of(blind, host))
+    quiet = _hazard_of(listing, 1)
+    assert quiet[0] < _hazard_of(prior, 1)[0]  # 100 quiet hours of our own on host 1: safer than the prior
+    watched_all = FleetStats(watch_all=True, hosts=listing.fleet.hosts, gpus=listing.fleet.gpus,
+                             gpu_hosts=listing.fleet.gpu_hosts, clock_h=listing.fleet.clock_h)
+    assert watched_all.gpu_exposure("RTX 4090") > 4000.0  # what the whole-market count would have used
+
+    # the host fails us once: its hazard rises above the quiet estimate
+    listing.observe(Snapshot(jobs={mine.id: mine}, instances=[inst]), [(mine.id, "host_offline")])
+    assert _hazard_of(listing, 1)[1] > quiet[1]
+
+
+def test_each_pause_of_our_bid_counts_one_outbid_with_the_jump_it_shows() -> None:
+    placer = PolicyPlacer()
+    job = make_job(bid=0.25, spec=make_spec(interruptible="always"))
+    paused = make_instance(status="stopped", is_bid=True, gpu_name="RTX 4090", num_gpus=1, host_id=3,
+                           machine_id=3, dph_total=0.5, min_bid=0.3, reliability=0.99)
+    params = PlanParams(outbid_wait_s=600)
+    for silent in (10.0, 40.0, 70.0):  # one pause, seen by three passes
+        placer.on_outbid(job, paused, silent, params)
+    counts = placer.fleet.hosts[3].outbid
+    assert counts[0] == 1 and counts.max() == 1  # 0.30 / 0.25: a rise of at least 20% past our bid
+    placer.observe(Snapshot(jobs={job.id: job}, instances=[paused.model_copy(update={"actual_status": "running"})]), [])
+    placer.on_outbid(job, paused, 10.0, params)  # paused again after running: a second outbid
+    assert placer.fleet.hosts[3].outbid[0] == 2

@@ -12,10 +12,11 @@ from vastfleet.sim.replay import Options, WorkJob, job_bound
 from vastfleet.sim.replay.optimum import job_problem
 
 
-def brute(pr, work: float, dt: float, restart: float, resume: float, speed: np.ndarray) -> float:
+def brute(pr, work: float, dt: float, restart: float, resume: float, speed: np.ndarray, ckpt: float = 60.0) -> float:
     """Every schedule the replay engine allows, tick by tick: free, a fresh launch (restart overhead and the
     download), continuing, paused by a rise of the lowest running bid (storage billed), resumed in place
-    (resume overhead). Stops mid-tick once the work is done."""
+    (resume overhead). A segment that ends before the work is done checkpoints first (its price for `ckpt`
+    seconds). Stops mid-tick once the work is done."""
     T, _, n = pr.start.shape
     best = math.inf
 
@@ -49,6 +50,9 @@ def brute(pr, work: float, dt: float, restart: float, resume: float, speed: np.n
             if math.isfinite(pr.start[t, 0, o]):
                 options.append((("run", 0, o, 0, resume), pr.start[t, 0, o], 0.0))
         for nxt, c, _ in options:
+            leaving = state[0] == "run" and not (nxt[0] == "run" and nxt[1:3] == state[1:3] and nxt[3] == state[3] + 1)
+            if leaving:
+                c += pr.cont[t - 1, state[1], state[2]] * ckpt / dt
             if nxt[0] != "run":
                 if state[0] == "none" and nxt[0] == "free":
                     go(t + 1, state, cost, done)
@@ -122,8 +126,9 @@ def test_a_paused_bid_resumes_in_place_cheaper_than_a_fresh_launch():
     job = WorkJob("j", 0.0, 0.9, 44.0, ("RTX 4090",), 1, 600 * 9.0)
     opts = Options(restart_overhead_s=600.0, resume_overhead_s=60.0)
     bound = job_bound(m, job, opts)
-    # 600 s boot + 0.9 h of work + 60 s resume at $0.21/h (bid + storage), 1200 s paused at $0.01/h, $0.10 launch
-    exact = 0.21 * (600 + 3240 + 60) / 3600 + 0.01 * 1200 / 3600 + 0.1
+    # 600 s boot + 0.9 h of work + a 60 s checkpoint before the pause + 60 s resume at $0.21/h (bid + storage),
+    # 1200 s paused at $0.01/h, $0.10 launch
+    exact = 0.21 * (600 + 3240 + 60 + 60) / 3600 + 0.01 * 1200 / 3600 + 0.1
     assert bound.feasible
     assert exact * 0.97 <= bound.dollars <= exact + 1e-9
     pr = job_problem(m, job, opts)
@@ -141,3 +146,25 @@ def test_an_on_demand_rental_survives_the_offer_being_rented_away():
     exact = 1.0 * (3600 + 600) / 3600
     assert b.feasible  # before, the bound cut an on-demand rental at `gone` and called this job infeasible
     assert 0.95 * exact <= b.dollars <= exact + 1e-9
+
+
+def test_a_move_between_offers_pays_one_checkpoint_and_the_last_segment_none():
+    # offer a ($0.2/h bid) goes offline after 40 minutes; b ($0.4/h) is the only way on. The cheapest schedule
+    # runs on a, checkpoints just before the loss (60 s at a's price), relaunches on b and finishes there.
+    events = [{"t": 0, "type": "offer", "id": "a", "host": 1, "gpu_name": "RTX 4090", "dph_total": 1.0,
+               "min_bid": 0.2, "dlperf": 44.0},
+              {"t": 0, "type": "offer", "id": "b", "host": 2, "gpu_name": "RTX 4090", "dph_total": 1.0,
+               "min_bid": 0.4, "dlperf": 44.0},
+              {"t": 2400, "type": "offline", "host": 1}]
+    m = market_of(events, 600, horizon=600 * 12)
+    job = WorkJob("j", 0.0, 1.0, 44.0, ("RTX 4090",), 1, 600 * 12.0)
+
+    def both(ckpt: float) -> tuple[float, float]:
+        opts = Options(restart_overhead_s=300.0, resume_overhead_s=60.0, checkpoint_cost_s=ckpt)
+        b = job_bound(m, job, opts)
+        assert b.feasible
+        return b.dollars, brute(job_problem(m, job, opts), 1.0, 600, 300.0, 60.0, m.dlperf / 44.0, ckpt=ckpt)
+
+    (free_bound, free_exact), (bound, exact) = both(0.0), both(60.0)
+    assert exact - free_exact == pytest.approx(0.2 * 60 / 3600)
+    assert free_bound < bound <= exact + 1e-9

@@ -1,8 +1,9 @@
 """The bridge between the reconcile loop and the bidding policy (`scheduler.policy`): same call shapes as the
 loop's stand-ins (`placement.simple_placements`, `plan.default_on_outbid`), the policy's decisions inside.
 
-`PolicyPlacer` keeps the fleet's observations (`FleetStats`: hosts seen, losses) in memory across passes
-(a restart starts from the policy's priors again: they are estimates, not state). Pure apart from that
+`PolicyPlacer` keeps the fleet's observations (`FleetStats`: hosts seen, losses, outbids, and the hours our
+own rentals ran on each host, which is all it can watch) in memory across passes (a restart starts from the
+policy's priors again: they are estimates, not state). Pure apart from that
 memory: no I/O. It also answers the agent API's checkpoint cadence (`checkpoint_interval`: Young/Daly from
 the hazard of the job's host), takes the loop's live host exclusions into every JobView, and offers the
 machines our own running jobs hold as `FutureOffers` (free when those jobs end, from their heartbeats'
@@ -73,8 +74,10 @@ def paused_offer(inst: Instance, job: Job) -> Offer | None:
 class PolicyPlacer:
     def __init__(self, params: PolicyParams | None = None) -> None:
         self.params = params or PolicyParams()
-        self.fleet = FleetStats()
+        self.fleet = FleetStats(watch_all=False)  # losses are seen only on our rentals: count only their hours
         self._last_now: float | None = None
+        self._observed_at: float | None = None
+        self._paused: set[int] = set()  # instances whose current pause is already counted as an outbid
         self.offers: Mapping[str, Sequence[Offer]] = {}
         self.excluded_hosts: frozenset[int] = frozenset()  # hosts placement must skip (set by the loop)
         # instance id -> (host, GPU model, reliability), replaced whole each pass: read by the API's threads
@@ -106,7 +109,7 @@ class PolicyPlacer:
         if not rows or not jobs:
             return []
         for offer in rows:
-            self.fleet.see(offer.host_id, offer.gpu_name)
+            self.fleet.see(offer.host_id, offer.gpu_name, offer.reliability or None)
         views = [job_view_from_job(j, now, excluded_hosts=self.excluded_hosts) for j in jobs]
         out = []
         waits: list[Wait] = []
@@ -129,6 +132,7 @@ class PolicyPlacer:
 
     def on_outbid(self, job: Job, inst: Instance, silent_for: float, params: PlanParams) -> OutbidChoice:
         """Wait a bounded time for the auction; then the policy: raise the bid in place, or move."""
+        self._count_outbid(job, inst)
         if silent_for < params.outbid_wait_s:
             return OutbidChoice("wait", reason=f"paused {silent_for:.0f}s, waiting up to {params.outbid_wait_s:.0f}s")
         paused = paused_offer(inst, job)
@@ -142,6 +146,14 @@ class PolicyPlacer:
                 return OutbidChoice("wait", reason="bid already raised; waiting within the scheduling bound")
             return OutbidChoice("raise", decision.bid, decision.reason)
         return OutbidChoice("requeue", reason=decision.reason)
+
+    def _count_outbid(self, job: Job, inst: Instance) -> None:
+        """Once per pause of our bid: the lowest running bid rose past it, by at least min_bid / bid - 1."""
+        if inst.id in self._paused or job.bid is None or inst.host_id is None or not inst.gpu_name:
+            return
+        self._paused.add(inst.id)
+        jump = (inst.min_bid or 0.0) / job.bid - 1.0 if job.bid > 0 else 0.0
+        self.fleet.observe_outbid(inst.host_id, inst.gpu_name, max(jump, 1e-9))
 
     def lower_bid(self, job: Job, inst: Instance) -> tuple[float, str] | None:
         """A running bid whose lowest running bid (`inst.min_bid`) fell: the bid that is best now for the
@@ -164,11 +176,17 @@ class PolicyPlacer:
         """Feed what the pass saw: our hosts (exposure) and the losses it declared (job id, cause)."""
         by_id: dict[int, Instance] = {}
         where: dict[int, tuple[int, str, float]] = {}
+        now = self._last_now
+        hours = 0.0 if now is None or self._observed_at is None else max(now - self._observed_at, 0.0) / 3600.0
+        self._observed_at = now
         for inst in snap.instances:
             if inst.host_id is not None and inst.gpu_name:
-                self.fleet.see(inst.host_id, inst.gpu_name)
+                self.fleet.see(inst.host_id, inst.gpu_name, inst.reliability)
+                if inst.actual_status == "running":
+                    self.fleet.expose(inst.host_id, inst.gpu_name, hours)
                 where[inst.id] = (inst.host_id, inst.gpu_name, inst.reliability or 0.9)
             by_id[inst.id] = inst
+        self._paused &= {i.id for i in snap.instances if i.actual_status != "running"}
         self._where = where
         for job_id, cause in interrupted:
             job = snap.jobs.get(job_id)

@@ -8,6 +8,9 @@ Gamma–Poisson: a rate with prior Gamma(a, b) after n events in x hours of expo
   - outbid (the lowest running bid rising): counted by the size of the rise, per GPU model then per host,
     so the hazard of a bid falls with its margin over min_bid.
 `FleetStats` is plain data the live loop fills from what the fleet sees; nothing here does I/O.
+Exposure is what the events are counted against, so it must match what is watched: the replay sees every
+listed host's events and counts each host from when it is first seen (`watch_all`); the live loop sees
+losses and outbids only on its own rentals, so it counts only the hours they ran (`expose`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class _Counts:
     offline: float = 0.0
     outbid: np.ndarray = field(default_factory=lambda: np.zeros(len(MARGIN_BINS)))
     reliability: float | None = None  # hosts only: as listed when first seen
+    exposed_h: float = 0.0  # hosts only: hours watched through `expose` (when not `watch_all`)
 
 
 @dataclass
@@ -41,6 +45,7 @@ class FleetStats:
     gpus: dict[str, _Counts] = field(default_factory=dict)
     gpu_hosts: dict[str, set[int]] = field(default_factory=dict)
     downtime: dict[str, tuple[float, int]] = field(default_factory=dict)  # cause -> (hours, episodes)
+    watch_all: bool = True  # every seen host's events are observed; False: only the hours `expose` adds
 
     def advance(self, hours: float) -> None:
         self.clock_h += max(hours, 0.0)
@@ -60,6 +65,11 @@ class FleetStats:
         h, _ = self._host(host, gpu)
         if reliability is not None and h.reliability is None:
             h.reliability = float(reliability)
+
+    def expose(self, host: int, gpu: str, hours: float) -> None:
+        """`hours` more of watching `host` for losses and outbids (one of our rentals ran there)."""
+        h, _ = self._host(host, gpu)
+        h.exposed_h += max(hours, 0.0)
 
     def observe_loss(self, host: int, gpu: str, offline: bool) -> None:
         """The host went offline (offline=True) or the offer was rented away on demand."""
@@ -89,7 +99,9 @@ class FleetStats:
 
     def exposure(self, host: int) -> float:
         h = self.hosts.get(host)
-        return 0.0 if h is None else max(self.clock_h - h.since_h, 0.0)
+        if h is None:
+            return 0.0
+        return max(self.clock_h - h.since_h, 0.0) if self.watch_all else h.exposed_h
 
     def gpu_exposure(self, gpu: str) -> float:
         return sum(self.exposure(h) for h in self.gpu_hosts.get(gpu, ()))
@@ -100,7 +112,10 @@ class FleetStats:
         if not known:
             return 1.0
         rel = np.array([c.reliability for c in known], dtype=float)
-        expo = np.maximum(self.clock_h - np.array([c.since_h for c in known]), 0.0)
+        if self.watch_all:
+            expo = np.maximum(self.clock_h - np.array([c.since_h for c in known]), 0.0)
+        else:
+            expo = np.array([c.exposed_h for c in known])
         expected = float(reliability_prior(rel) @ expo)
         return (a + sum(c.offline for c in known)) / (a + expected)
 

@@ -1,6 +1,6 @@
 """The omniscient optimum per job: a lower bound on what any policy can pay for a job, by dynamic programming.
 
-It sees the whole trace, pays no lost work and no checkpoints, may run on any fitting offer (on demand, or
+It sees the whole trace, pays no lost work and no periodic checkpoints, may run on any fitting offer (on demand, or
 interruptible at the lowest running bid of each tick) and ignores other jobs (`joint.py` adds them back).
 It cannot run faster than the offers allow and must finish by the deadline. It pays what the replay
 engine makes every schedule pay:
@@ -8,7 +8,9 @@ engine makes every schedule pay:
   - a resume in place of a paused bid: the resume overhead, and the storage of the paused disk meanwhile.
     A bid can only be paused by the market, at a tick where the lowest running bid rises (its bid covered
     the previous tick's), and a paused rental dies with its host or when the offer is rented away;
-  - an on-demand rental survives the offer being rented away (`gone`); a bid does not; neither starts then.
+  - an on-demand rental survives the offer being rented away (`gone`); a bid does not; neither starts then;
+  - a segment that ends before the job does (a pause, a loss, a move) carries its work on only through a
+    checkpoint: foresight takes it just in time, so it costs one checkpoint's time at that rental's price.
 
 Method: Lagrangian relaxation of the work constraint. For a price lambda on a work-hour, a forward DP over
 ticks finds the schedule minimising cost - lambda * work; L(lambda) = lambda * W + that minimum is <= the
@@ -53,6 +55,7 @@ class JobProblem:
     rise: np.ndarray  # [T, n] bool: the lowest running bid rose, so a running bid can be paused here
     gains: np.ndarray  # [segment (fresh|resumed), phase, n] work-hours per tick from the segment's start
     launch: np.ndarray  # [n] the download every fresh launch pays
+    ckpt: float = 0.0  # a checkpoint's time, as a share of a tick
 
     @property
     def ticks(self) -> int:
@@ -99,14 +102,15 @@ def job_problem(market: Market, job: WorkJob, options: Options) -> JobProblem:
     P = max(math.ceil(max(r_fresh, r_res) / dt) + 1, 2)
     gains = np.stack([_phase_gains(r_fresh, P, dt, speed), _phase_gains(r_res, P, dt, speed)])
     return JobProblem(job.id, job.work_hours, k0, idx, start, cont, park, rise, gains,
-                      m.inet_down_cost[idx] * options.launch_gb)
+                      m.inet_down_cost[idx] * options.launch_gb, options.checkpoint_cost_s / dt)
 
 
 def dp(pr: JobProblem, lams: np.ndarray, adder: np.ndarray | None = None) -> np.ndarray:
     """min over schedules that start at least once of sum(cost - lam * work), for each lam in `lams`.
 
-    States after each tick: free (no rental), paused on an offer (bid, disk kept), or running (fresh or
-    resumed segment, kind, offer, boot phase). Never started is the constant 0.
+    States after each tick: free (no rental, work saved), paused on an offer (bid, disk kept), or running
+    (fresh or resumed segment, kind, offer, boot phase); `ended` is a schedule whose work is all done, so
+    its last segment paid no checkpoint. Never started is the constant 0.
     """
     T, _, n = pr.start.shape
     P = pr.gains.shape[1]
@@ -116,11 +120,15 @@ def dp(pr: JobProblem, lams: np.ndarray, adder: np.ndarray | None = None) -> np.
     run = np.full((L, 2, 2, n, P), inf)  # [L, segment (fresh|resumed), kind (bid|od), offer, phase]
     parked = np.full((L, n), inf)
     free = np.full(L, inf)
+    ended = np.full(L, inf)
+    ckpt = np.where(np.isfinite(pr.cont), pr.cont, 0.0) * pr.ckpt  # [T, kind, n]: a checkpoint on the last tick
     for t in range(T):
         extra = 0.0 if adder is None else adder[t]
         start = pr.start[t] + extra  # [2, n]
         cont = (pr.cont[t] + extra)[None, None, :, :, None]
-        prev = np.minimum(np.minimum(free, run.reshape(L, -1).min(axis=1)), parked.min(axis=1))
+        saved = run + ckpt[t - 1][None, None, :, :, None] if t else run
+        ended = np.minimum(ended, run.reshape(L, -1).min(axis=1))
+        prev = np.minimum(np.minimum(free, saved.reshape(L, -1).min(axis=1)), parked.min(axis=1))
         new = np.empty_like(run)
         new[:, 0, :, :, 0] = np.minimum(prev, 0.0)[:, None, None] + start + pr.launch - lg[:, 0, :, :, 0]
         new[:, 1, 0, :, 0] = parked + start[0] - lg[:, 1, 0, :, 0]
@@ -128,10 +136,10 @@ def dp(pr: JobProblem, lams: np.ndarray, adder: np.ndarray | None = None) -> np.
         if P > 2:
             new[..., 1:P - 1] = run[..., 0:P - 2] + cont - lg[..., 1:P - 1]
         new[..., P - 1] = np.minimum(run[..., P - 2], run[..., P - 1]) + cont[..., 0] - lg[..., P - 1]
-        paused_now = np.where(pr.rise[t], run[:, :, 0].min(axis=(1, 3)), inf)  # [L, n]
+        paused_now = np.where(pr.rise[t], saved[:, :, 0].min(axis=(1, 3)), inf)  # [L, n]
         parked = np.minimum(parked, paused_now) + pr.park[t] + extra  # a paused disk holds its slot
         run, free = new, prev
-    return np.minimum(np.minimum(free, run.reshape(L, -1).min(axis=1)), parked.min(axis=1))
+    return np.minimum(np.minimum(ended, run.reshape(L, -1).min(axis=1)), np.minimum(free, parked.min(axis=1)))
 
 
 def job_bound(market: Market, job: WorkJob, options: Options) -> JobBound:
