@@ -124,6 +124,12 @@ def test_cli_make_trace_workload_and_policy_json(tmp_path):
     for p in out["policies"]:
         assert {"dollars", "ratio_to_optimum", "p90_job_ratio", "deadline_misses", "interruptions",
                 "gpu_hours_lost"} <= set(p)
+    r = runner.invoke(app, ["policy", "--market", str(trace), "--workload", str(wl)], terminal_width=80)
+    assert r.exit_code == 0 and "up_switch" in r.output and "GPU-h lost" in r.output  # fits 80 columns
+    wl.write_text('{"id": "x", "submit": 0, "work_hours": 2, "ref_dlperf": 80, "gpu_name": ["H100 SXM"], '
+                  '"num_gpus": 1, "deadline": 36000}\n')
+    r = runner.invoke(app, ["policy", "--market", str(trace), "--workload", str(wl)])
+    assert r.exit_code == 2 and "x: no offer in the trace has 1x H100 SXM" in r.output
     wl.write_text('{"id": "x"}\n')
     r = runner.invoke(app, ["policy", "--market", str(trace), "--workload", str(wl)])
     assert r.exit_code == 2 and "bad job line" in r.output

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -21,18 +22,25 @@ _err = Console(stderr=True)
 
 
 def _fail(exc: VastfleetError) -> typer.Exit:
-    _err.print(f"error: {exc}", markup=False)
+    _err.print(f"error: {exc}", markup=False, soft_wrap=True)
     return typer.Exit(exc.exit_code)
 
 
+# (JSON key, header, format): short headers so the table fits an 80-column terminal
+COLUMNS = (("policy", "policy", "{}"), ("dollars", "$", "{:.2f}"), ("ratio_to_optimum", "x opt", "{:.3f}"),
+           ("ratio_to_per_job_bound", "x jobs", "{:.3f}"), ("p50_job_ratio", "p50", "{:.3f}"),
+           ("p90_job_ratio", "p90", "{:.3f}"), ("deadline_misses", "missed", "{}"),
+           ("interruptions", "interr", "{}"), ("gpu_hours_lost", "GPU-h lost", "{:.1f}"))
+
+
 def results_table(result: dict[str, object]) -> Table:
-    table = Table(title=f"{result['market']} ({result['jobs']} jobs)")
-    cols = ("policy", "dollars", "ratio_to_optimum", "ratio_to_per_job_bound", "p50_job_ratio", "p90_job_ratio",
-            "deadline_misses", "interruptions", "gpu_hours_lost")
-    for c in cols:
-        table.add_column(c, justify="left" if c == "policy" else "right")
+    table = Table(title=f"{result['market']} ({result['jobs']} jobs)", box=box.SIMPLE_HEAD, padding=(0, 0),
+                  pad_edge=False, caption="x opt: dollars over the omniscient workload bound; x jobs: over the sum of each "
+                          "job's own bound; p50/p90: per job, over its own bound")
+    for key, header, _ in COLUMNS:
+        table.add_column(header, justify="left" if key == "policy" else "right", no_wrap=True)
     for row in result["policies"]:  # type: ignore[attr-defined]
-        table.add_row(*[str(row.get(c, "")) for c in cols])
+        table.add_row(*[fmt.format(row[key]) if key in row else "" for key, _, fmt in COLUMNS])
     return table
 
 

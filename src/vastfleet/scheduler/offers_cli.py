@@ -69,7 +69,7 @@ def offers_command(job_file: Path | None, explain: bool, as_json: bool) -> None:
         table = OfferTable.from_offers(offers, job.disk_gb)
         ranking = rank_offers(job, table, FleetStats(), now, PolicyParams(), limit=20)
     except VastfleetError as exc:
-        err.print(f"error: {exc}", markup=False)
+        err.print(f"error: {exc}", markup=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     if as_json:
         typer.echo(json.dumps(ranking_json(ranking), sort_keys=True))

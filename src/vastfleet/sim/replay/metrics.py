@@ -14,7 +14,7 @@ from vastfleet.errors import BadInput
 from vastfleet.sim.replay.baselines import GreedySpot, OnDemand, UniformProgress, UPSwitch
 from vastfleet.sim.replay.engine import JobRun, Options, Replay, ReplayPolicy
 from vastfleet.sim.replay.joint import workload_bound
-from vastfleet.sim.replay.optimum import JobBound, optimum
+from vastfleet.sim.replay.optimum import JobBound, fitting, optimum
 from vastfleet.sim.replay.ours import Ours
 from vastfleet.sim.replay.trace import Market
 from vastfleet.sim.replay.workload import WorkJob
@@ -59,12 +59,21 @@ def summarise(name: str, runs: dict[str, JobRun], bounds: dict[str, JobBound], w
     }
 
 
+def _why_infeasible(market: Market, job: WorkJob) -> str:
+    if fitting(market, job).size == 0:
+        return (f"{job.id}: no offer in the trace has {job.num_gpus}x {' or '.join(job.gpu_names)} "
+                f"(the trace has {', '.join(sorted({str(g) for g in market.gpu}))})")
+    return f"{job.id}: {job.work_hours:g} work-hours do not fit before its deadline even with foresight"
+
+
 def run_bench(market: Market, jobs: list[WorkJob], options: Options,
               policies: tuple[str, ...] | list[str] = POLICIES) -> dict[str, Any]:
     bounds = optimum(market, jobs, options)
-    bad = [b.job_id for b in bounds.values() if not b.feasible]
+    bad = [j for j in jobs if not bounds[j.id].feasible]
     if bad:
-        raise BadInput(f"jobs {', '.join(bad[:5])} cannot meet their deadlines on this market even with foresight")
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise BadInput("no policy can finish these jobs on this market: "
+                       + "; ".join(_why_infeasible(market, j) for j in bad[:5]) + more)
     whole = workload_bound(market, jobs, options, bounds)
     rows = []
     for name in policies:
