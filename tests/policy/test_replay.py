@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from vastfleet.sim.replay import (
     job_bound,
     make_policy,
     parse_lines,
+    parse_workload,
     run_bench,
 )
 from vastfleet.sim.replay.convert import convert_v100
@@ -86,6 +88,36 @@ def test_trace_errors_name_the_line():
     with pytest.raises(BadInput, match="multiples of the tick"):
         market_of([{"t": 0, "type": "offer", "id": "a", "host": 1, "gpu_name": "X", "dph_total": 1, "min_bid": 0.1,
                     "dlperf": 1}, {"t": 301, "type": "gone", "id": "a"}])
+
+
+OFFER = {"t": 0, "type": "offer", "id": "a", "host": 1, "gpu_name": "X", "dph_total": 1, "min_bid": 0.1, "dlperf": 1}
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ({**OFFER, "dph_total": -1}, "'dph_total' must be a number > 0, not -1"),
+    ({**OFFER, "min_bid": float("nan")}, "'min_bid' must be a number >= 0"),
+    ({**OFFER, "reliability": 1.5}, "'reliability' must be a number from 0 to 1"),
+    ({**OFFER, "num_gpus": 1.5}, "'num_gpus' must be a whole number >= 1"),
+    ({**OFFER, "host": "h7"}, "'host' must be a whole number >= 0"),
+    ({**OFFER, "dlperf": True}, "'dlperf' must be a number > 0"),
+    ({"t": 0, "type": "bid", "id": "a"}, "a 'bid' event needs 'price'"),
+    ({"t": 0, "type": "bid", "id": "a", "price": -0.2}, "'price' must be a number >= 0"),
+    ({"t": 0, "type": "price", "id": "a"}, "a 'price' event needs 'dph_total' or 'min_bid'"),
+])
+def test_trace_numbers_out_of_range_name_the_field_and_line(line, message):
+    with pytest.raises(BadInput, match=re.escape(f"t:2: {message}")):
+        parse_lines(['{"type":"meta","tick":60}', json.dumps(line)], "t")
+
+
+@pytest.mark.parametrize(("job", "message"), [
+    ({"submit": -5}, "submit must be seconds >= 0"),
+    ({"work_hours": float("inf")}, "must be finite numbers"),
+    ({"deadline": 0}, "deadline must be positive"),
+])
+def test_workload_numbers_out_of_range_name_the_line(job, message):
+    base = {"id": "j", "submit": 0, "work_hours": 2, "ref_dlperf": 80, "gpu_name": ["X"]}
+    with pytest.raises(BadInput, match="w:1: .*" + re.escape(message)):
+        parse_workload([json.dumps({**base, **job})], "w")
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="public traces not present")

@@ -26,6 +26,13 @@ import numpy as np
 
 from vastfleet.errors import BadInput
 
+# field -> (lowest value, whether the lowest is allowed, whole numbers only); reliability is also at most 1
+_LIMITS: dict[str, tuple[float, bool, bool]] = {
+    "dph_total": (0.0, False, False), "min_bid": (0.0, True, False), "dlperf": (0.0, False, False),
+    "price": (0.0, True, False), "reliability": (0.0, True, False), "storage_dph": (0.0, True, False),
+    "inet_down_cost": (0.0, True, False), "gpu_ram_gb": (0.0, True, False), "num_gpus": (1, True, True),
+    "capacity": (1, True, True), "host": (0, True, True),
+}
 _OFFER_DEFAULTS: dict[str, Any] = {"num_gpus": 1, "reliability": 0.99, "capacity": 1, "storage_dph": 0.0,
                                    "inet_down_cost": 0.0, "gpu_ram_gb": 0.0}
 
@@ -87,9 +94,29 @@ def parse_lines(lines: list[str], source: str) -> tuple[dict[str, Any], list[dic
         key = "host" if ev["type"] in {"offline", "online"} else "id"
         if key not in ev:
             raise BadInput(f"{source}:{no}: a {ev['type']!r} event needs {key!r}")
+        if ev["type"] == "bid" and "price" not in ev:
+            raise BadInput(f"{source}:{no}: a 'bid' event needs 'price'")
+        if ev["type"] == "price" and "dph_total" not in ev and "min_bid" not in ev:
+            raise BadInput(f"{source}:{no}: a 'price' event needs 'dph_total' or 'min_bid'")
+        _check_numbers(ev, f"{source}:{no}")
         ev["_no"] = no
         events.append(ev)
     return meta, events
+
+
+def _check_numbers(ev: dict[str, Any], where: str) -> None:
+    for name, value in ev.items():
+        if name not in _LIMITS:
+            continue
+        lo, inclusive, whole = _LIMITS[name]
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        ok = ok and (value >= lo if inclusive else value > lo) and not (whole and not float(value).is_integer())
+        if name == "reliability":
+            ok = ok and value <= 1.0
+        if not ok:
+            want = ("a number from 0 to 1" if name == "reliability" else
+                    f"a whole number >= {lo:g}" if whole else f"a number {'>=' if inclusive else '>'} {lo:g}")
+            raise BadInput(f"{where}: {name!r} must be {want}, not {value!r}")
 
 
 def compile_market(meta: dict[str, Any], events: list[dict[str, Any]], source: str = "trace") -> Market:

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,8 +45,12 @@ def parse_workload(lines: list[str], source: str = "workload") -> list[WorkJob]:
                           deadline=float(d["deadline"]) if d.get("deadline") is not None else None)
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise BadInput(f"{source}:{no}: bad job line ({exc.__class__.__name__}: {exc})") from None
+        if not all(math.isfinite(x) for x in (job.submit, job.work_hours, job.ref_dlperf, job.deadline or 1.0)):
+            raise BadInput(f"{source}:{no}: submit, work_hours, ref_dlperf and deadline must be finite numbers")
         if job.work_hours <= 0 or job.ref_dlperf <= 0 or job.num_gpus < 1 or not names:
             raise BadInput(f"{source}:{no}: work_hours, ref_dlperf and num_gpus must be positive")
+        if job.submit < 0:
+            raise BadInput(f"{source}:{no}: submit must be seconds >= 0")
         if job.deadline is not None and job.deadline <= 0:
             raise BadInput(f"{source}:{no}: deadline must be positive seconds after submit")
         if job.id in seen:
