@@ -43,11 +43,15 @@ def small(seed: int, vol: str):
     return m, make_workload(m, seed, jobs=8, work_hours=(2, 10))
 
 
-def test_same_inputs_same_output():
+def test_same_inputs_same_output_and_progress_counts_every_step():
     m, jobs = small(5, "mid")
-    a = run_bench(m, jobs, Options())
+    steps: list[tuple[str, int, int]] = []
+    a = run_bench(m, jobs, Options(), progress=lambda *s: steps.append(s))
     b = run_bench(m, jobs, Options())
     assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    total = len(jobs) + 1 + 5
+    assert [d for _, d, _ in steps] == list(range(total + 1)) and {t for _, _, t in steps} == {total}
+    assert steps[-2][0] == "replay ours" and steps[-1][0] == "done"
 
 
 def test_acceptance_properties_on_seeded_small_traces():

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from rich import box
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from vastfleet.errors import VastfleetError
@@ -61,8 +62,15 @@ def policy_cmd(
         chosen = [p for item in (policies or list(POLICIES)) for p in item.split(",") if p]
         if restart_overhead < 0 or resume_overhead < 0 or checkpoint_cost < 0:
             raise VastfleetError("overheads and checkpoint cost must be >= 0")
-        result = run_bench(load_market(market), load_workload(workload),
-                           Options(restart_overhead, resume_overhead, checkpoint_cost), chosen)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=_err, transient=True, disable=not _err.is_terminal) as bar:
+            task = bar.add_task("loading", total=None)
+
+            def show(stage: str, done: int, total: int) -> None:
+                bar.update(task, description=stage, completed=done, total=total)
+
+            result = run_bench(load_market(market), load_workload(workload),
+                               Options(restart_overhead, resume_overhead, checkpoint_cost), chosen, progress=show)
     except VastfleetError as exc:
         raise _fail(exc) from None
     if as_json:

@@ -6,6 +6,7 @@ Same inputs, same output: no clock, no unseeded randomness, stable orders.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ from vastfleet.errors import BadInput
 from vastfleet.sim.replay.baselines import GreedySpot, OnDemand, UniformProgress, UPSwitch
 from vastfleet.sim.replay.engine import JobRun, Options, Replay, ReplayPolicy
 from vastfleet.sim.replay.joint import workload_bound
-from vastfleet.sim.replay.optimum import JobBound, fitting, optimum
+from vastfleet.sim.replay.optimum import JobBound, fitting, job_bound
 from vastfleet.sim.replay.ours import Ours
 from vastfleet.sim.replay.trace import Market
 from vastfleet.sim.replay.workload import WorkJob
@@ -67,18 +68,29 @@ def _why_infeasible(market: Market, job: WorkJob) -> str:
 
 
 def run_bench(market: Market, jobs: list[WorkJob], options: Options,
-              policies: tuple[str, ...] | list[str] = POLICIES) -> dict[str, Any]:
-    bounds = optimum(market, jobs, options)
+              policies: tuple[str, ...] | list[str] = POLICIES,
+              progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+    """Every policy and the bound over one market and workload. `progress(stage, done, total)` is called as
+    the work goes: one step per job's bound, one for the workload bound, one per policy."""
+    total = len(jobs) + 1 + len(policies)
+    step = progress or (lambda _stage, _done, _total: None)
+    bounds: dict[str, JobBound] = {}
+    for n, job in enumerate(jobs):
+        step(f"bound of job {job.id}", n, total)
+        bounds[job.id] = job_bound(market, job, options)
     bad = [j for j in jobs if not bounds[j.id].feasible]
     if bad:
         more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
         raise BadInput("no policy can finish these jobs on this market: "
                        + "; ".join(_why_infeasible(market, j) for j in bad[:5]) + more)
+    step("workload bound (capacity prices)", len(jobs), total)
     whole = workload_bound(market, jobs, options, bounds)
     rows = []
-    for name in policies:
+    for n, name in enumerate(policies):
+        step(f"replay {name}", len(jobs) + 1 + n, total)
         runs = Replay(market, jobs, options).run(make_policy(name))
         rows.append(summarise(name, runs, bounds, whole.dollars))
+    step("done", total, total)
     rows.append({"policy": "optimum", "dollars": round(whole.dollars, 4), "ratio_to_optimum": 1.0,
                  "ratio_to_per_job_bound": round(whole.dollars / whole.per_job_sum, 4),
                  "per_job_bound": round(whole.per_job_sum, 4), "bound": whole.method,
