@@ -41,10 +41,12 @@ from vastfleet.market.protocol import Marketplace
 from vastfleet.queue import JobStore
 from vastfleet.queue.actions import ACTION_QUEUES, raw_connection
 from vastfleet.scheduler import actions as act
-from vastfleet.scheduler.exclusions import CheckpointCosts, HostExclusions
+from vastfleet.scheduler.exclusions import CheckpointCosts, HostExclusions, JobHazards
 from vastfleet.scheduler.labels import label_for
 from vastfleet.scheduler.loop import LoopConfig, SchedulerLoop
 from vastfleet.scheduler.plan import PlanParams
+from vastfleet.scheduler.policy import checkpoint_interval
+from vastfleet.scheduler.policy_adapter import DEFAULT_CHECKPOINT_COST_S
 from vastfleet.scheduler.supervise import Timings
 from vastfleet.spec.job import Job
 from vastfleet.spec.market import CreateRequest
@@ -94,7 +96,7 @@ class Settings(BaseSettings):
     gone_grace_s: float = 30.0
     create_lock_s: float = 120.0  # one create call's bound; a create killed mid-way is re-driven after this
     action_requeue_s: float = 60.0  # a queued action no worker took in this long is queued again
-    checkpoint_interval_s: float = 600.0  # for `interval: auto` where no scheduler runs in this process
+    checkpoint_interval_s: float = 600.0  # `interval: auto` while no scheduler runs (here or publishing in Redis)
     host_exclusion_s: float = 6 * 3600.0  # a host that failed us is not placed on again for this long
     agent_poll_s: float = 1.0
     log_level: str = "INFO"
@@ -180,6 +182,7 @@ class Runtime:
         self.tokens = TokenSigner(settings.agent_secret)
         self.server: ServerThread | None = None
         self.loop: SchedulerLoop | None = None
+        self.job_hazards: JobHazards | None = None
         self.ctx: act.ActionContext | None = None
         self.metrics: Any = None
         self.api_token = settings.api_token or secrets.token_urlsafe(24)
@@ -217,13 +220,18 @@ class Runtime:
         return fakeredis.FakeRedis(decode_responses=True)
 
     def _checkpoint_interval(self, job: Job, costs: CheckpointCosts) -> float | None:
-        """`interval: auto`: Young/Daly from this process's scheduler's hazard estimate and the job's measured
-        upload time (None: no scheduler here, the API's default applies). Runs in the agent API's requests."""
+        """`interval: auto`: Young/Daly from the scheduler's hazard estimate and the job's measured upload time:
+        this process's scheduler when it runs one, else the one another process published in Redis (None:
+        no scheduler is running, the API's default applies). Runs in the agent API's requests."""
         cadence = getattr(self.loop.placer, "checkpoint_interval", None) if self.loop is not None else None
-        if cadence is None:
-            return None
         try:
-            return float(cadence(job, costs.cost_s(job.id)))
+            if cadence is not None:
+                return float(cadence(job, costs.cost_s(job.id)))
+            hazard = self.job_hazards.hazard(job.id) if self.job_hazards is not None else None
+            if hazard is None:
+                return None
+            cost = costs.cost_s(job.id)
+            return checkpoint_interval(DEFAULT_CHECKPOINT_COST_S if cost is None else cost, hazard)
         except (redis.RedisError, ValueError, RuntimeError):  # RuntimeError: the loop's thread resized a dict
             log.warning("checkpoint cadence unavailable for %s", job.id, exc_info=True)
             return None
@@ -262,6 +270,7 @@ class Runtime:
         logging.getLogger("vastfleet").setLevel(s.log_level.upper())
         self.redis = self._connect_redis()
         self.store = JobStore(self.redis, prefix=s.prefix)
+        self.job_hazards = JobHazards(self.redis, s.prefix, ttl_s=max(60.0, 6 * s.pass_interval_s))
         try:
             from vastfleet.metrics import FleetMetrics
 
@@ -337,7 +346,8 @@ class Runtime:
                                                         params=params),
                                       inline=s.inline_actions, context_key=self.context_key, metrics=self.metrics,
                                       requeue_s=s.action_requeue_s,
-                                      exclusions=HostExclusions(self.redis, s.prefix, s.host_exclusion_s))
+                                      exclusions=HostExclusions(self.redis, s.prefix, s.host_exclusion_s),
+                                      job_hazards=self.job_hazards)
             self.loop.start()
         return self
 

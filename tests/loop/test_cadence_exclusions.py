@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import redis
 
 from tests.helpers import FakeClock
@@ -12,7 +13,7 @@ from tests.loop.factories import make_instance, make_job, make_offer, make_spec
 from tests.loop.test_loop import beat, build
 from tests.market_doubles import RecordingMarketplace
 from vastfleet.scheduler.apply import Applied
-from vastfleet.scheduler.exclusions import CheckpointCosts, HostExclusions
+from vastfleet.scheduler.exclusions import CheckpointCosts, HostExclusions, JobHazards
 from vastfleet.scheduler.loop import SchedulerLoop
 from vastfleet.scheduler.plan import Snapshot
 from vastfleet.scheduler.policy_adapter import DEFAULT_CHECKPOINT_COST_S, PolicyPlacer
@@ -83,6 +84,30 @@ def test_checkpoint_costs_time_first_presign_to_commit(redis_client: redis.Redis
 
 
 # --- exclusions -------------------------------------------------------------------------------------------
+
+
+def test_job_hazards_are_replaced_whole_each_pass_and_expire(redis_client: redis.Redis) -> None:
+    feed = JobHazards(redis_client, "t", ttl_s=0.2)
+    feed.publish({"j-a": 0.05, "j-b": 0.2})
+    assert feed.hazard("j-a") == 0.05 and feed.hazard("j-b") == 0.2 and feed.hazard("j-x") is None
+    feed.publish({"j-b": 0.1})  # j-a ended: gone from the map, not left over
+    assert feed.hazard("j-a") is None and feed.hazard("j-b") == 0.1
+    assert 0 < redis_client.pttl("t:job_hazard") <= 200
+    feed.publish({})
+    assert redis_client.exists("t:job_hazard") == 0
+
+
+def test_the_loop_publishes_the_hazard_of_each_live_attempt(redis_client: redis.Redis) -> None:
+    market, clock = RecordingMarketplace([make_offer(1, dph_total=0.3)]), FakeClock(1_000_000.0)
+    store, loop = build(redis_client, market, clock)
+    loop.job_hazards = JobHazards(redis_client, loop.ctx.prefix)
+    job = store.submit(make_spec(interruptible="never"))
+    loop.run_pass()  # placed
+    loop.run_pass()  # the next pass sees its instance
+    placed = store.get(job.id)
+    assert placed.instance_id is not None
+    published = loop.job_hazards.hazard(job.id)
+    assert published == pytest.approx(loop.placer.hazard_per_hour(placed), rel=1e-5)  # type: ignore[attr-defined]
 
 
 def test_exclusions_expire_are_extended_and_survive_a_restart(redis_client: redis.Redis) -> None:

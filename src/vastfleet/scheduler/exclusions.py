@@ -6,6 +6,10 @@ the set never grows past the hosts excluded now. Outbid/paused never excludes a 
 
 `CheckpointCosts`: how long a job's last checkpoint upload took (first presigned URL to commit), one Redis
 key per job that expires after a week without uploads; the cadence hook reads it (one GET). Never decides placement or cadence itself.
+
+`JobHazards`: the scheduler's interruption hazard for each live attempt, replaced whole every pass and
+expiring soon after the last, so an agent API in another process answers the same Young/Daly cadence as
+one beside the scheduler (one HGET), and falls back to its default when no scheduler is running.
 """
 
 from __future__ import annotations
@@ -72,4 +76,25 @@ class CheckpointCosts:
 
     def cost_s(self, job_id: str) -> float | None:
         raw = self.redis.get(f"{self.key}:{job_id}")
+        return None if raw is None else float(raw)
+
+
+class JobHazards:
+    """Interruptions per hour expected for each job's current attempt, as the scheduler last estimated."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "vf", ttl_s: float = 60.0) -> None:
+        self.redis = client
+        self.key = f"{prefix}:job_hazard"
+        self.ttl_s = ttl_s  # a scheduler that stopped publishing stops being believed after this long
+
+    def publish(self, hazards: dict[str, float]) -> None:
+        pipe = self.redis.pipeline()  # MULTI: readers see the old map or the new one, never half of each
+        pipe.delete(self.key)
+        if hazards:
+            pipe.hset(self.key, mapping={job: f"{max(h, 0.0):.6g}" for job, h in hazards.items()})
+            pipe.pexpire(self.key, max(int(self.ttl_s * 1000), 1))
+        pipe.execute()
+
+    def hazard(self, job_id: str) -> float | None:
+        raw = self.redis.hget(self.key, job_id)
         return None if raw is None else float(raw)

@@ -30,7 +30,7 @@ from vastfleet.market.protocol import Marketplace
 from vastfleet.queue import JobStore, Lease
 from vastfleet.scheduler import actions as act
 from vastfleet.scheduler.apply import Applied, Applier
-from vastfleet.scheduler.exclusions import EXCLUDING_CAUSES, HostExclusions
+from vastfleet.scheduler.exclusions import EXCLUDING_CAUSES, HostExclusions, JobHazards
 from vastfleet.scheduler.labels import parse_label
 from vastfleet.scheduler.placement import Placer, default_placer
 from vastfleet.scheduler.plan import Create, Plan, PlanParams, Snapshot, decide, default_on_outbid
@@ -110,7 +110,7 @@ class SchedulerLoop:
                  *, config: LoopConfig | None = None, inline: bool = False, context_key: str = "default",
                  owner: str | None = None, clock: Callable[[], float] = time.time, placer: Placer | None = None,
                  on_outbid: Any = None, metrics: Any = None, requeue_s: float = 60.0,
-                 exclusions: HostExclusions | None = None) -> None:
+                 exclusions: HostExclusions | None = None, job_hazards: JobHazards | None = None) -> None:
         self.store = store
         self.market = market
         self.redis = redis_client
@@ -125,6 +125,7 @@ class SchedulerLoop:
         self.metrics = metrics
         # hosts that failed us, left out of placement for a while (Redis: survives a restart)
         self.exclusions = exclusions or HostExclusions(redis_client, ctx.prefix, clock=clock)
+        self.job_hazards = job_hazards  # published each pass for agent APIs in other processes
         self.excluded: frozenset[int] = frozenset()
         self._feed: Any = None  # vastfleet.metrics.feed.PassFeed of `metrics`, made at the first pass
         self.applier = Applier(ctx, inline=inline, context_key=context_key, fence=self._fenced,
@@ -179,6 +180,9 @@ class SchedulerLoop:
             if observe is not None:
                 observe(snap, [(j, r.split(":", 1)[0]) for j, to, r in result.applied.transitioned
                                if to == JobState.INTERRUPTED])
+            hazards = getattr(self.placer, "job_hazard", None)
+            if self.job_hazards is not None and hazards is not None:
+                self.job_hazards.publish(hazards)
         except (VastfleetError, redis.RedisError) as exc:
             result.error = f"{type(exc).__name__}: {exc}"
             log.warning("reconcile pass failed: %s", result.error)

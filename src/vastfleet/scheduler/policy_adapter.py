@@ -78,6 +78,7 @@ class PolicyPlacer:
         self._last_now: float | None = None
         self._observed_at: float | None = None
         self._paused: set[int] = set()  # instances whose current pause is already counted as an outbid
+        self.job_hazard: dict[str, float] = {}  # job id -> hazard per hour of its attempt, as of the last pass
         self.offers: Mapping[str, Sequence[Offer]] = {}
         self.excluded_hosts: frozenset[int] = frozenset()  # hosts placement must skip (set by the loop)
         # instance id -> (host, GPU model, reliability), replaced whole each pass: read by the API's threads
@@ -195,6 +196,9 @@ class PolicyPlacer:
                     "host_offline", "gone", "heartbeat_lost", "exited"):
                 self.fleet.observe_loss(lost.host_id, lost.gpu_name, offline=cause == "host_offline")
         self._refresh_hazards()
+        self.job_hazard = {job.id: self._hazard[job.instance_id][0 if job.bid is not None else 1]
+                           for job in snap.jobs.values()
+                           if job is not None and job.instance_id is not None and job.instance_id in self._hazard}
         self._held = self._held_by_us(snap, by_id)
 
     def _held_by_us(self, snap: Snapshot, by_id: Mapping[int, Instance]) -> list[tuple[Offer, float, str]]:
