@@ -41,7 +41,7 @@ from vastfleet.market.protocol import Marketplace
 from vastfleet.queue import JobStore
 from vastfleet.queue.actions import ACTION_QUEUES, raw_connection
 from vastfleet.scheduler import actions as act
-from vastfleet.scheduler.exclusions import CheckpointCosts, HostExclusions, JobHazards
+from vastfleet.scheduler.exclusions import CheckpointCosts, FleetMemory, HostExclusions, JobHazards
 from vastfleet.scheduler.labels import label_for
 from vastfleet.scheduler.loop import LoopConfig, SchedulerLoop
 from vastfleet.scheduler.plan import PlanParams
@@ -347,7 +347,7 @@ class Runtime:
                                       inline=s.inline_actions, context_key=self.context_key, metrics=self.metrics,
                                       requeue_s=s.action_requeue_s,
                                       exclusions=HostExclusions(self.redis, s.prefix, s.host_exclusion_s),
-                                      job_hazards=self.job_hazards)
+                                      job_hazards=self.job_hazards, memory=FleetMemory(self.redis, s.prefix))
             self.loop.start()
         return self
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 import redis
 
@@ -13,9 +14,10 @@ from tests.loop.factories import make_instance, make_job, make_offer, make_spec
 from tests.loop.test_loop import beat, build
 from tests.market_doubles import RecordingMarketplace
 from vastfleet.scheduler.apply import Applied
-from vastfleet.scheduler.exclusions import CheckpointCosts, HostExclusions, JobHazards
+from vastfleet.scheduler.exclusions import CheckpointCosts, FleetMemory, HostExclusions, JobHazards
 from vastfleet.scheduler.loop import SchedulerLoop
-from vastfleet.scheduler.plan import Snapshot
+from vastfleet.scheduler.plan import PlanParams, Snapshot
+from vastfleet.scheduler.policy import rental_hazards
 from vastfleet.scheduler.policy_adapter import DEFAULT_CHECKPOINT_COST_S, PolicyPlacer
 from vastfleet.spec.job import CheckpointRef, JobState
 
@@ -181,3 +183,60 @@ def test_outbid_does_not_exclude_a_host_and_the_count_reaches_metrics(redis_clie
     assert loop.exclusions.live(clock.now) == {6, 7}
     loop.run_pass()
     assert loop.metrics.excluded[-1] == 2
+
+
+# --- fleet memory across restarts -------------------------------------------------------------------------
+
+
+def _learned() -> PolicyPlacer:
+    """A placer that ran our job 20 h on host 7, saw it go offline twice and our bid there outbid once."""
+    placer, job = _placer_seeing(host=7)
+    placer.at(3600.0 * 20, {})
+    inst = make_instance(100, host_id=7, gpu_name="RTX 4090", reliability=0.99, is_bid=True, min_bid=0.4)
+    snap = Snapshot(jobs={job.id: job}, instances=[inst])
+    placer.observe(snap, [(job.id, "host_offline"), (job.id, "host_offline")])
+    placer.on_outbid(job, inst.model_copy(update={"actual_status": "stopped"}), 1.0, PlanParams(outbid_wait_s=60))
+    placer.fleet.observe_back("offline", 5.0)
+    return placer
+
+
+def test_fleet_stats_survive_a_json_round_trip_and_listed_only_hosts_are_dropped(redis_client: redis.Redis) -> None:
+    placer = _learned()
+    placer.fleet.see(99, "RTX 3090", 0.9)  # only listed: nothing learned, nothing to keep
+    memory = FleetMemory(redis_client, "t")
+    assert memory.save(placer.fleet)
+    back = memory.load()
+    assert back is not None and set(back.hosts) == {7} and not back.watch_all
+    for host in (7, 99):
+        args = (np.array([host]), np.array(["RTX 4090"], dtype=object), np.array([0.99]), 0.05)
+        assert np.allclose(rental_hazards(back, *args), rental_hazards(placer.fleet, *args))
+    assert back.exposure(7) == pytest.approx(20.0) and back.hosts[7].offline == 2 and back.hosts[7].outbid[0] == 1
+    assert back.expected_downtime_h("offline") == pytest.approx(placer.fleet.expected_downtime_h("offline"))
+    assert not memory.save(placer.fleet), "at most once a minute"
+    assert memory.save(placer.fleet, force=True)
+
+
+def test_an_unreadable_memory_is_ignored_not_fatal(redis_client: redis.Redis) -> None:
+    memory = FleetMemory(redis_client, "t")
+    assert memory.load() is None
+    short_outbid = ('{"v": 1, "clock_h": 0, "watch_all": false, "hosts": {"7": {"since_h": 0, "losses": 0, '
+                    '"offline": 0, "outbid": [1, 2]}}, "gpus": {}, "gpu_hosts": {}, "downtime": {}}')
+    for raw in ("{not json", '{"v": 99}', '{"v": 1, "clock_h": 1}', short_outbid, "[]"):
+        redis_client.set("t:fleet_stats", raw)
+        assert memory.load() is None, raw
+
+
+def test_a_new_leader_starts_from_what_the_last_one_learned(redis_client: redis.Redis) -> None:
+    market, clock = RecordingMarketplace([make_offer(1, dph_total=0.3)]), FakeClock(1_000_000.0)
+    _, first = build(redis_client, market, clock)
+    first.memory = FleetMemory(redis_client, first.ctx.prefix)
+    first.placer = _learned()
+    first.run_pass()  # leads, saves what it knows
+    first.stop()
+    first.lease.release(first.owner, first.token)  # type: ignore[arg-type]
+    _, second = build(redis_client, market, clock)
+    second.owner = "test-2"
+    second.memory = FleetMemory(redis_client, second.ctx.prefix)
+    assert second.placer.fleet.hosts == {}  # type: ignore[attr-defined]
+    second.run_pass()
+    assert second.placer.fleet.hosts[7].offline == 2  # type: ignore[attr-defined]

@@ -7,6 +7,11 @@ the set never grows past the hosts excluded now. Outbid/paused never excludes a 
 `CheckpointCosts`: how long a job's last checkpoint upload took (first presigned URL to commit), one Redis
 key per job that expires after a week without uploads; the cadence hook reads it (one GET). Never decides placement or cadence itself.
 
+`FleetMemory`: the placer's `FleetStats` (hosts and GPU models that failed or outbid us, the hours we ran
+on them), one JSON value saved at most once a minute and read when a scheduler takes the lead, so a restart
+or a new leader does not start from the priors again. Estimates, not state: a value it cannot read is
+ignored with a warning.
+
 `JobHazards`: the scheduler's interruption hazard for each live attempt, replaced whole every pass and
 expiring soon after the last, so an agent API in another process answers the same Young/Daly cadence as
 one beside the scheduler (one HGET), and falls back to its default when no scheduler is running.
@@ -14,14 +19,19 @@ one beside the scheduler (one HGET), and falls back to its default when no sched
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
 
+from vastfleet.scheduler.policy.hazard import FleetStats
 from vastfleet.spec.job import CheckpointRef, Job
 from vastfleet.storage.upload_timer import UploadTimer
+
+log = logging.getLogger(__name__)
 
 # Supervision causes that blame the host. outbid/paused/stuck_scheduling/gone are the market's doing.
 EXCLUDING_CAUSES = frozenset({"host_offline", "exited", "heartbeat_lost", "boot_timeout"})
@@ -98,3 +108,32 @@ class JobHazards:
     def hazard(self, job_id: str) -> float | None:
         raw = self.redis.hget(self.key, job_id)
         return None if raw is None else float(raw)
+
+
+class FleetMemory:
+    def __init__(self, client: redis.Redis, prefix: str = "vf", every_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.redis = client
+        self.key = f"{prefix}:fleet_stats"
+        self.every_s = every_s
+        self.clock = clock
+        self._saved_at: float | None = None
+
+    def save(self, stats: FleetStats, force: bool = False) -> bool:
+        """Write `stats` unless it was written less than `every_s` ago; True when written."""
+        now = self.clock()
+        if not force and self._saved_at is not None and now - self._saved_at < self.every_s:
+            return False
+        self.redis.set(self.key, json.dumps(stats.to_json(), separators=(",", ":")))
+        self._saved_at = now
+        return True
+
+    def load(self) -> FleetStats | None:
+        raw = self.redis.get(self.key)
+        if raw is None:
+            return None
+        try:
+            return FleetStats.from_json(json.loads(raw))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            log.warning("ignoring unreadable fleet stats at %s: starting from the priors", self.key, exc_info=True)
+            return None

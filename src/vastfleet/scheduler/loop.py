@@ -30,7 +30,7 @@ from vastfleet.market.protocol import Marketplace
 from vastfleet.queue import JobStore, Lease
 from vastfleet.scheduler import actions as act
 from vastfleet.scheduler.apply import Applied, Applier
-from vastfleet.scheduler.exclusions import EXCLUDING_CAUSES, HostExclusions, JobHazards
+from vastfleet.scheduler.exclusions import EXCLUDING_CAUSES, FleetMemory, HostExclusions, JobHazards
 from vastfleet.scheduler.labels import parse_label
 from vastfleet.scheduler.placement import Placer, default_placer
 from vastfleet.scheduler.plan import Create, Plan, PlanParams, Snapshot, decide, default_on_outbid
@@ -110,7 +110,8 @@ class SchedulerLoop:
                  *, config: LoopConfig | None = None, inline: bool = False, context_key: str = "default",
                  owner: str | None = None, clock: Callable[[], float] = time.time, placer: Placer | None = None,
                  on_outbid: Any = None, metrics: Any = None, requeue_s: float = 60.0,
-                 exclusions: HostExclusions | None = None, job_hazards: JobHazards | None = None) -> None:
+                 exclusions: HostExclusions | None = None, job_hazards: JobHazards | None = None,
+                 memory: FleetMemory | None = None) -> None:
         self.store = store
         self.market = market
         self.redis = redis_client
@@ -126,6 +127,7 @@ class SchedulerLoop:
         # hosts that failed us, left out of placement for a while (Redis: survives a restart)
         self.exclusions = exclusions or HostExclusions(redis_client, ctx.prefix, clock=clock)
         self.job_hazards = job_hazards  # published each pass for agent APIs in other processes
+        self.memory = memory  # the placer's fleet estimates across restarts and changes of leader
         self.excluded: frozenset[int] = frozenset()
         self._feed: Any = None  # vastfleet.metrics.feed.PassFeed of `metrics`, made at the first pass
         self.applier = Applier(ctx, inline=inline, context_key=context_key, fence=self._fenced,
@@ -145,7 +147,21 @@ class SchedulerLoop:
         self.token = self.lease.acquire(self.owner)
         if self.token is not None:
             log.info("scheduler %s leads with fencing token %s", self.owner, self.token)
+            self._recall()
         return self.token is not None
+
+    def _recall(self) -> None:
+        """Taking the lead: start from what the last leader learned, not from the priors."""
+        if self.memory is None or not hasattr(self.placer, "fleet"):
+            return
+        try:
+            stats = self.memory.load()
+        except redis.RedisError as exc:
+            log.warning("fleet stats unavailable (%s): starting from the priors", exc)
+            return
+        if stats is not None:
+            self.placer.fleet = stats
+            log.info("fleet stats restored: %d hosts, %d GPU models", len(stats.hosts), len(stats.gpus))
 
     def _fenced(self) -> bool:
         return self.token is not None and self.lease.is_current(self.token)
@@ -183,6 +199,8 @@ class SchedulerLoop:
             hazards = getattr(self.placer, "job_hazard", None)
             if self.job_hazards is not None and hazards is not None:
                 self.job_hazards.publish(hazards)
+            if self.memory is not None and hasattr(self.placer, "fleet"):
+                self.memory.save(self.placer.fleet)
         except (VastfleetError, redis.RedisError) as exc:
             result.error = f"{type(exc).__name__}: {exc}"
             log.warning("reconcile pass failed: %s", result.error)
@@ -334,3 +352,9 @@ class SchedulerLoop:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self.memory is not None and hasattr(self.placer, "fleet"):
+            try:
+                if self._fenced():  # only the leader's view is worth keeping
+                    self.memory.save(self.placer.fleet, force=True)  # the last minute of learning too
+            except redis.RedisError as exc:
+                log.warning("fleet stats not saved at stop: %s", exc)

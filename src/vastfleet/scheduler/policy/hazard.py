@@ -16,6 +16,7 @@ losses and outbids only on its own rentals, so it counts only the hours they ran
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -105,6 +106,41 @@ class FleetStats:
 
     def gpu_exposure(self, gpu: str) -> float:
         return sum(self.exposure(h) for h in self.gpu_hosts.get(gpu, ()))
+
+    def to_json(self) -> dict[str, Any]:
+        """What is worth keeping across a restart: hosts with something observed (a host only listed is seen
+        again at the next listing), every GPU model, how long offers stay away."""
+        def counts(c: _Counts) -> dict[str, Any]:
+            return {"since_h": c.since_h, "losses": c.losses, "offline": c.offline, "outbid": c.outbid.tolist(),
+                    "reliability": c.reliability, "exposed_h": c.exposed_h}
+
+        kept = {h: c for h, c in self.hosts.items()
+                if self.watch_all or c.exposed_h > 0 or c.losses > 0 or c.outbid.any()}
+        return {"v": 1, "clock_h": self.clock_h, "watch_all": self.watch_all,
+                "hosts": {str(h): counts(c) for h, c in kept.items()},
+                "gpus": {g: counts(c) for g, c in self.gpus.items()},
+                "gpu_hosts": {g: sorted(h for h in hs if h in kept) for g, hs in self.gpu_hosts.items()},
+                "downtime": {k: list(v) for k, v in self.downtime.items()}}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FleetStats:
+        """The inverse of `to_json`; raises ValueError (or KeyError/TypeError) on anything else."""
+        if data.get("v") != 1:
+            raise ValueError(f"unknown fleet stats version {data.get('v')!r}")
+
+        def counts(d: dict[str, Any]) -> _Counts:
+            outbid = np.asarray(d["outbid"], dtype=float)
+            if outbid.shape != MARGIN_BINS.shape:
+                raise ValueError("outbid counts do not match the margin bins")
+            rel = d.get("reliability")
+            return _Counts(float(d["since_h"]), float(d["losses"]), float(d["offline"]), outbid,
+                           None if rel is None else float(rel), float(d.get("exposed_h", 0.0)))
+
+        return cls(clock_h=float(data["clock_h"]), watch_all=bool(data["watch_all"]),
+                   hosts={int(h): counts(c) for h, c in data["hosts"].items()},
+                   gpus={str(g): counts(c) for g, c in data["gpus"].items()},
+                   gpu_hosts={str(g): {int(h) for h in hs} for g, hs in data["gpu_hosts"].items()},
+                   downtime={str(k): (float(v[0]), int(v[1])) for k, v in data["downtime"].items()})
 
     def offline_scale(self, a: float) -> float:
         """Offline events per unit of (1 - reliability) x hour over the fleet; 1 before any exposure."""
