@@ -2,10 +2,9 @@
 loop's stand-ins (`placement.simple_placements`, `plan.default_on_outbid`), the policy's decisions inside.
 
 `PolicyPlacer` keeps the fleet's observations (`FleetStats`: hosts seen, losses, outbids, and the hours our
-own rentals ran on each host, which is all it can watch) in memory across passes (a restart starts from the
-policy's priors again: they are estimates, not state). Pure apart from that
-memory: no I/O. It also answers the agent API's checkpoint cadence (`checkpoint_interval`: Young/Daly from
-the hazard of the job's host), takes the loop's live host exclusions into every JobView, and offers the
+own rentals ran on each host, which is all it can watch) in memory across passes; the loop keeps a copy in
+Redis for the next leader (`exclusions.FleetMemory`). Pure apart from that memory: no I/O. It also answers
+the agent API's checkpoint cadence (`checkpoint_interval`: Young/Daly from the hazard of the job's host), takes the loop's live host exclusions into every JobView, and offers the
 machines our own running jobs hold as `FutureOffers` (free when those jobs end, from their heartbeats'
 progress), so a pending job with slack may wait for a clearly cheaper one (`policy.waiting`).
 """
