@@ -149,3 +149,27 @@ def test_each_pause_of_our_bid_counts_one_outbid_with_the_jump_it_shows() -> Non
     placer.observe(Snapshot(jobs={job.id: job}, instances=[paused.model_copy(update={"actual_status": "running"})]), [])
     placer.on_outbid(job, paused, 10.0, params)  # paused again after running: a second outbid
     assert placer.fleet.hosts[3].outbid[0] == 2
+
+
+@pytest.mark.parametrize(("progress", "remaining"), [
+    ({}, 8.0),  # nothing reported yet: the spec's estimate
+    ({"fraction": 0.25}, 6.0),  # a fraction of the estimate
+    ({"fraction": 0.5, "total_hours": 10.0}, 5.0),  # the job's own total wins
+    ({"remaining_hours": 2.0}, 2.0),
+])
+def test_remaining_work_comes_from_progress_else_the_specs_estimate(progress, remaining) -> None:
+    from vastfleet.scheduler.policy import job_view_from_job
+
+    job = make_job(spec=make_spec(work_hours=8, deadline="12h"), progress=progress)
+    assert job_view_from_job(job, NOW).remaining_work_hours == pytest.approx(remaining)
+
+
+def test_a_spec_without_an_estimate_ranks_per_hour_and_a_bad_estimate_is_refused() -> None:
+    from vastfleet.errors import SpecError
+    from vastfleet.scheduler.policy import job_view_from_job
+    from vastfleet.spec.jobspec import job_spec_from_dict
+
+    assert job_view_from_job(make_job(progress={}), NOW).remaining_work_hours == 1.0
+    with pytest.raises(SpecError, match="work_hours"):
+        job_spec_from_dict({"name": "t", "image": "i", "run": "r", "resources": {"gpu": ["RTX_4090"]},
+                            "work_hours": -3})

@@ -48,6 +48,28 @@ def test_offers_json_ranks_by_expected_cost_for_a_job(market, tmp_path, capsys):
     assert {"hazard_per_hour", "checkpoint_interval_s", "expected_hours"} <= set(out["offers"][0]["terms"])
 
 
+def test_offers_rank_for_the_specs_work_and_deadline_as_the_allocator_would(monkeypatch, tmp_path, capsys):
+    # 10 h of work by a deadline 12 h away: the slow cheap bid cannot finish in time on demand, and the fast
+    # offer's on-demand row is the only on-demand row left (on time); with no deadline the cheap one leads
+    fast = make_offer(id=1, dlperf=44.0, dph_total=0.8, min_bid=0.5)
+    slow = make_offer(id=2, dlperf=22.0, dph_total=0.3, min_bid=0.1)
+    monkeypatch.setattr(market_config, "marketplace_from_env", lambda *a, **k: RecordingMarket([fast, slow]))
+    spec = tmp_path / "job.yaml"
+
+    def ranked(extra: str) -> list[dict]:
+        spec.write_text("name: t\nimage: img\nrun: python x.py\nresources: {gpu: [RTX_4090]}\nwork_hours: 10\n"
+                        + extra)
+        offers_cli.offers_command(spec, explain=False, as_json=True)
+        return json.loads(capsys.readouterr().out)["offers"]
+
+    relaxed = ranked("")
+    assert relaxed[0]["offer_id"] == 2 and relaxed[0]["terms"]["expected_hours"] > 20  # 10 h at half speed
+    tight = ranked("deadline: 12h\n")
+    assert [(o["offer_id"], o["kind"]) for o in tight if o["kind"] == "on_demand"] == [(1, "on_demand")]
+    assert tight[0]["terms"]["slack_hours"] < 2
+    assert min(o["expected_cost"] for o in tight) > min(o["expected_cost"] for o in relaxed)
+
+
 def test_offers_explain_without_a_job(market, capsys):
     offers_cli.offers_command(None, explain=True, as_json=False)
     text = capsys.readouterr().out

@@ -49,6 +49,7 @@ def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
             "interruptible": st.sampled_from(["auto", "always", "never"]),
             "deadline": durations,
             "budget_usd": st.floats(0.01, 10_000),
+            "work_hours": st.floats(0.01, 10_000),
             "priority": st.integers(-1000, 1000),
             "retries_on_error": st.integers(0, 100),
             "max_preemptions": st.integers(0, 10_000),

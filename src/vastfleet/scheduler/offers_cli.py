@@ -2,7 +2,8 @@
 
 Reads offers through the Marketplace protocol (`vastfleet.market.config.marketplace_from_env()`), ranks them
 with the policy's one cost model, and prints the terms behind each figure; `--explain` adds how many offers
-each feasibility filter removed. Without a job file it ranks every offer for one hour of work on one GPU.
+each feasibility filter removed. Without a job file it ranks every offer for one hour of work on one GPU; a
+job file ranks for its `work_hours` (one hour when it has none) and its deadline.
 """
 
 from __future__ import annotations
@@ -43,8 +44,10 @@ def view_for(spec: JobSpec | None, offers: list[Offer], now: float) -> JobView:
                    min_cuda=r.min_cuda or 0.0, disk_gb=r.disk_gb, min_reliability=r.min_reliability,
                    max_price_per_hour=r.max_price_per_hour or math.inf, direct_ports=r.direct_ports,
                    min_inet_down_mbps=r.min_inet_down_mbps or 0.0, regions=tuple(r.regions or ()),
-                   verified=r.verified, interruptible=spec.interruptible.value, remaining_work_hours=1.0,
-                   deadline_at=deadline, checkpoints=spec.checkpoint.required)
+                   verified=r.verified, interruptible=spec.interruptible.value,
+                   remaining_work_hours=spec.work_hours or 1.0, deadline_at=deadline,
+                   checkpoints=spec.checkpoint.required,
+                   budget_left=spec.budget_usd if spec.budget_usd else math.inf, priority=spec.priority)
 
 
 def ranking_json(ranking: Ranking) -> dict[str, Any]:
@@ -75,7 +78,8 @@ def offers_command(job_file: Path | None, explain: bool, as_json: bool) -> None:
         typer.echo(json.dumps(ranking_json(ranking), sort_keys=True))
         return
     out = Console()
-    t = Table(title=f"offers for {job.job_id}: expected $ for {job.remaining_work_hours:g} h of work")
+    per = "" if spec is not None and spec.work_hours else " (set work_hours in the spec for the whole job)"
+    t = Table(title=f"offers for {job.job_id}: expected $ for {job.remaining_work_hours:g} h of work{per}")
     for col in ("offer", "kind", "$/h", "expected $", "hazard/h", "ckpt every", "speed"):
         t.add_column(col, justify="right")
     for r in ranking.rows:

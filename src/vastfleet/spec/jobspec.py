@@ -8,6 +8,7 @@ run: python train.py --resume-from "$VASTFLEET_CKPT_DIR"
 resources: {gpu: [RTX_4090, RTX_3090], gpus: 1, disk_gb: 40, max_price_per_hour: 0.5}
 interruptible: auto
 deadline: 12h
+work_hours: 6          # estimate on the first GPU listed; the job's progress reports replace it
 checkpoint: {interval: auto}
 secrets: [HF_TOKEN]
 ```
@@ -120,6 +121,11 @@ class JobSpec(Strict):
         None, description="a duration from submission (e.g. 12h) or an ISO 8601 time"
     )
     budget_usd: float | None = Field(None, gt=0, description="total spend cap for the job")
+    work_hours: float | None = Field(
+        None, gt=0, le=100_000,
+        description="estimated hours of work on the first GPU of resources.gpu: what deadlines and expected "
+                    "costs use until the job's heartbeats report progress",
+    )
     priority: int = Field(0, ge=-1000, le=1000, description="higher runs first")
     retries_on_error: int = Field(0, ge=0, le=100)
     max_preemptions: int = Field(20, ge=0, le=10000)

@@ -2,16 +2,19 @@
 
 Interruptible capacity is used only while the slack -- the time left before the deadline minus the time an
 on-demand run would need from now -- still covers one more interruption (a restart plus the work lost since
-the last checkpoint) and a guard; after that, on demand to the end. Pure arithmetic, no I/O.
+the last checkpoint) and a guard; after that, on demand to the end. `job_costs` applies all of it to one
+job's cost terms (the allocator and `vastfleet offers` both rank with it). Pure arithmetic, no I/O.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 
-from vastfleet.scheduler.policy.types import PolicyParams
+from vastfleet.scheduler.policy.cost import Terms
+from vastfleet.scheduler.policy.types import JobView, PolicyParams
 
 
 def slack_s(now: float, deadline_at: float | None, remaining_work_h: float, od_speed: float,
@@ -57,3 +60,63 @@ def bid_cost_with_deadline(a_bid: np.ndarray, b_bid: np.ndarray, speed: np.ndarr
     rest = np.maximum(work_h - w_before, 0.0)
     blended = a_bid * np.minimum(w_before, work_h) + b_bid + od_a * rest + np.where(rest > 0, od_b, 0.0)
     return np.where(w_before >= work_h, plain, blended)
+
+
+def job_modes(job: JobView, t: Terms, now: float, params: PolicyParams) -> tuple[bool, bool, float, str]:
+    """(bid allowed, on demand allowed, slack, why) for one job."""
+    od_speed = float(t.speed.max()) if len(t.speed) else 1.0
+    slack = slack_s(now, job.deadline_at, job.remaining_work_hours, od_speed, params, job.checkpoint_cost_s)
+    if job.interruptible == "never":
+        return False, True, slack, "the job asks for on demand only"
+    if job.interruptible == "always":
+        return True, False, slack, "the job asks for interruptible only"
+    tau = float(np.median(t.tau_bid)) if len(t.tau_bid) else params.max_ckpt_interval_s
+    if not interruptible_allowed(slack, tau, params, job.checkpoint_cost_s):
+        return False, True, slack, f"slack {slack / 3600:.2f} h no longer covers an interruption: on demand to the end"
+    if should_escalate_to_on_demand(job.interruption_times, now, params):
+        return False, True, slack, (f"{params.escalate_after} interruptions within "
+                                    f"{params.escalate_window_s / 3600:.0f} h: escalated to on demand")
+    return True, True, slack, "lowest expected cost among feasible offers"
+
+
+def od_fallback(t: Terms, cost_od: np.ndarray) -> tuple[float, float, float]:
+    """(per-work cost, fixed cost, speed) of the best on-demand offer to finish on, and the fastest speed."""
+    finite = np.isfinite(cost_od)
+    if not finite.any():
+        return math.inf, math.inf, float(t.speed.max()) if len(t.speed) else 1.0
+    best = int(np.argmin(np.where(finite, t.a_od, np.inf)))
+    return float(t.a_od[best]), float(t.b_od[best]), float(t.speed.max())
+
+
+def deadline_aware_bid_cost(job: JobView, t: Terms, slack: float, cost_od: np.ndarray,
+                             params: PolicyParams) -> np.ndarray:
+    od_a, od_b, s_od = od_fallback(t, cost_od)
+    return bid_cost_with_deadline(t.a_bid, t.b_bid, t.speed, t.factor_bid, t.tau_bid, job.remaining_work_hours,
+                                  slack, job.checkpoint_cost_s, params, od_a, od_b, s_od)
+
+
+def on_time_only(cost_od: np.ndarray, job: JobView, t: Terms, now: float, params: PolicyParams,
+                  taken: np.ndarray) -> np.ndarray:
+    """On demand is the deadline's safety net: when some free offer finishes in time, drop those that do not."""
+    if job.deadline_at is None or not len(cost_od):
+        return cost_od
+    run_s = job.remaining_work_hours * 3600.0 / t.speed * (1.0 + job.checkpoint_cost_s / t.tau_od)
+    meets = now + params.restart_overhead_s + run_s <= job.deadline_at
+    if (meets & np.isfinite(cost_od) & ~taken).any():
+        return np.where(meets, cost_od, np.inf)
+    return cost_od
+
+
+def job_costs(job: JobView, t: Terms, dph: np.ndarray, now: float, params: PolicyParams,
+              taken: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, bool, bool, float, str]:
+    """Per offer of `t`, the job's expected cost as a bid and on demand under its deadline, price cap and
+    modes: (cost_bid, cost_od, bid allowed, on demand allowed, slack, why). `taken`: offers already bought
+    this pass (on demand keeps a late offer only when no free one is on time). Shared by the allocator and
+    `vastfleet offers`, so both rank alike."""
+    bid_ok, od_ok, slack, why = job_modes(job, t, now, params)
+    w = job.remaining_work_hours
+    cap = job.max_price_per_hour
+    cost_od = np.where(od_ok & (dph <= cap), t.a_od * w + t.b_od, np.inf)
+    cost_od = on_time_only(cost_od, job, t, now, params, np.zeros(len(dph), dtype=bool) if taken is None else taken)
+    cost_bid = np.where(bid_ok & (t.bid <= cap), deadline_aware_bid_cost(job, t, slack, cost_od, params), np.inf)
+    return cost_bid, cost_od, bid_ok, od_ok, slack, why

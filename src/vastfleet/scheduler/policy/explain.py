@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vastfleet.scheduler.policy.cost import Terms, option_terms
+from vastfleet.scheduler.policy.deadline import job_costs
 from vastfleet.scheduler.policy.filters import feasible
 from vastfleet.scheduler.policy.hazard import FleetStats
 from vastfleet.scheduler.policy.types import JobView, OfferTable, PolicyParams
@@ -64,7 +65,8 @@ class Ranking:
 
 def rank_offers(job: JobView, table: OfferTable, fleet: FleetStats, now: float, params: PolicyParams,
                 limit: int = 20) -> Ranking:
-    """Every feasible (offer, kind) ranked by expected dollars to finish, with the filters' rejections."""
+    """Every feasible (offer, kind) ranked by expected dollars to finish, with the filters' rejections. The
+    costs are the allocator's (`deadline.job_costs`): deadline slack, price cap and the job's modes count."""
     rejected: dict[str, int] = {}
     mask = feasible(job, table, now, rejected)
     idx = np.flatnonzero(mask)
@@ -73,19 +75,16 @@ def rank_offers(job: JobView, table: OfferTable, fleet: FleetStats, now: float, 
     sub = table.take(idx)
     t = option_terms(sub, fleet, params, ref_dlperf=job.reference_dlperf(), ckpt_s=job.checkpoint_cost_s,
                      checkpoints=job.checkpoints, work_h=job.remaining_work_hours)
+    cost_bid, cost_od, _, _, slack, why = job_costs(job, t, sub.dph, now, params)
     w = job.remaining_work_hours
     rows: list[RankedOffer] = []
-    kinds = [] if job.interruptible == "never" else ["bid"]
-    if job.interruptible != "always":
-        kinds.append("on_demand")
-    for kind in kinds:
-        cost = (t.a_bid * w + t.b_bid) if kind == "bid" else (t.a_od * w + t.b_od)
-        price = t.bid if kind == "bid" else sub.dph
+    for kind, cost, price in (("bid", cost_bid, t.bid), ("on_demand", cost_od, sub.dph)):
         for i in np.argsort(cost, kind="stable")[:limit]:
-            if not np.isfinite(cost[i]) or price[i] > job.max_price_per_hour:
+            if not np.isfinite(cost[i]):
                 continue
-            terms = option_terms_dict(t, int(i), kind, w, math.inf)
+            terms = option_terms_dict(t, int(i), kind, w, slack)
             terms["price_per_hour"] = round(float(price[i]), 6)
+            terms["why"] = why
             rows.append(RankedOffer(int(sub.ids[i]), kind, float(t.bid[i]) if kind == "bid" else None,
                                     float(price[i]), float(cost[i]), terms))
     rows.sort(key=lambda r: (r.expected_cost, r.offer_id, r.kind))

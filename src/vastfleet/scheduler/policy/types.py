@@ -174,15 +174,17 @@ def job_view_from_job(job: Job, now: float, *, remaining_work_hours: float | Non
                       interruption_times: tuple[float, ...] = (), checkpoint_cost_s: float = 60.0,
                       excluded_hosts: frozenset[int] = frozenset()) -> JobView:
     """Build the policy's view of a stored job. Remaining work comes from the last heartbeat's progress
-    (`progress["remaining_hours"]`, or `progress["fraction"]` of `progress["total_hours"]`) when not given."""
+    (`progress["remaining_hours"]`, or `progress["fraction"]` of `progress["total_hours"]`, else of the spec's
+    `work_hours` estimate) when not given; before any progress, from `work_hours`."""
     spec = job.spec
     res = spec.resources
     if remaining_work_hours is None:
         prog = job.progress or {}
         if "remaining_hours" in prog:
             remaining_work_hours = float(prog["remaining_hours"])
-        elif "total_hours" in prog:
-            remaining_work_hours = float(prog["total_hours"]) * (1.0 - float(prog.get("fraction", 0.0)))
+        elif "total_hours" in prog or spec.work_hours is not None:
+            total = float(prog.get("total_hours", spec.work_hours or 0.0))
+            remaining_work_hours = total * (1.0 - min(max(float(prog.get("fraction", 0.0)), 0.0), 1.0))
         else:
             remaining_work_hours = 1.0  # unknown: rank offers per hour of work
     ckpt_age = now - job.latest_checkpoint.committed_at if job.latest_checkpoint else now - job.submitted_at
