@@ -54,6 +54,24 @@ def test_same_inputs_same_output_and_progress_counts_every_step():
     assert steps[-2][0] == "replay ours" and steps[-1][0] == "done"
 
 
+def test_a_pool_of_workers_gives_the_same_figures(monkeypatch):
+    m, jobs = small(4, "high")
+    monkeypatch.setenv("VASTFLEET_BENCH_WORKERS", "1")
+    alone = run_bench(m, jobs, Options(), policies=["ours"])
+    monkeypatch.setenv("VASTFLEET_BENCH_WORKERS", "2")  # the per-job DPs and the priced ones in two processes
+    pooled = run_bench(m, jobs, Options(), policies=["ours"])
+    assert json.dumps(alone, sort_keys=True) == json.dumps(pooled, sort_keys=True)
+
+
+def test_map_ordered_keeps_order_and_reports_each_item():
+    from vastfleet.sim.replay.parallel import map_ordered
+
+    seen: list[int] = []
+    assert map_ordered(abs, (x for x in range(-9, 0)), 9, 10**9, on_each=seen.append, workers=3) == \
+        list(range(9, 0, -1))
+    assert seen == list(range(9))
+
+
 def test_acceptance_properties_on_seeded_small_traces():
     ours_total = greedy_total = 0.0
     for seed, vol in itertools.product((1, 2, 3), ("low", "mid", "high")):

@@ -26,6 +26,7 @@ import numpy as np
 
 from vastfleet.sim.replay.engine import Options
 from vastfleet.sim.replay.optimum import JobBound, JobProblem, job_problem, maximise
+from vastfleet.sim.replay.parallel import map_ordered
 from vastfleet.sim.replay.trace import Market
 from vastfleet.sim.replay.workload import WorkJob
 
@@ -144,6 +145,12 @@ def _first_start_floor(pr: JobProblem, restart_s: float, tick_s: float) -> float
     return float(finite.min()) * restart_s / tick_s + float(pr.launch.min()) if finite.size else 0.0
 
 
+def _priced_bound(item: tuple[JobProblem, np.ndarray, float]) -> float:
+    """One job's bound with each cell's capacity price added (a pool worker's task)."""
+    pr, adder, hint = item
+    return maximise(pr, adder, hint=hint)[0]
+
+
 def workload_bound(market: Market, jobs: list[WorkJob], options: Options,
                    per_job: dict[str, JobBound]) -> WorkloadBound:
     base = sum(per_job[j.id].dollars for j in jobs)
@@ -161,9 +168,10 @@ def workload_bound(market: Market, jobs: list[WorkJob], options: Options,
         _first_start_floor(pr, options.restart_overhead_s, float(market.tick)) for pr in involved)
     lag = base
     lag_shares = dict(shares)
-    for pr in involved:
+    priced = ((pr, mu[pr.k0:pr.k0 + pr.ticks][:, pr.idx], per_job[pr.job_id].lam) for pr in involved)
+    terms = map_ordered(_priced_bound, priced, len(involved), sum(pr.ticks * pr.idx.size for pr in involved))
+    for pr, term in zip(involved, terms, strict=True):
         adder = mu[pr.k0:pr.k0 + pr.ticks][:, pr.idx]
-        term, _, _ = maximise(pr, adder, hint=per_job[pr.job_id].lam)
         tt, nn = np.nonzero(np.isfinite(prices[pr.job_id]))
         paid = float(adder[tt, nn] @ use[pr.job_id])
         lag += term - per_job[pr.job_id].dollars

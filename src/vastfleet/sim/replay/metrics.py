@@ -15,7 +15,7 @@ from vastfleet.errors import BadInput
 from vastfleet.sim.replay.baselines import GreedySpot, OnDemand, UniformProgress, UPSwitch
 from vastfleet.sim.replay.engine import JobRun, Options, Replay, ReplayPolicy
 from vastfleet.sim.replay.joint import workload_bound
-from vastfleet.sim.replay.optimum import JobBound, fitting, job_bound
+from vastfleet.sim.replay.optimum import JobBound, fitting, optimum
 from vastfleet.sim.replay.ours import Ours
 from vastfleet.sim.replay.trace import Market
 from vastfleet.sim.replay.workload import WorkJob
@@ -74,10 +74,13 @@ def run_bench(market: Market, jobs: list[WorkJob], options: Options,
     the work goes: one step per job's bound, one for the workload bound, one per policy."""
     total = len(jobs) + 1 + len(policies)
     step = progress or (lambda _stage, _done, _total: None)
-    bounds: dict[str, JobBound] = {}
-    for n, job in enumerate(jobs):
-        step(f"bound of job {job.id}", n, total)
-        bounds[job.id] = job_bound(market, job, options)
+    def next_job(k: int) -> None:  # the k-th job's bound is done
+        if k + 1 < len(jobs):
+            step(f"bound of job {jobs[k + 1].id}", k + 1, total)
+
+    if jobs:
+        step(f"bound of job {jobs[0].id}", 0, total)
+    bounds = optimum(market, jobs, options, on_each=next_job)
     bad = [j for j in jobs if not bounds[j.id].feasible]
     if bad:
         more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""

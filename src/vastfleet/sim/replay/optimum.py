@@ -24,11 +24,13 @@ Vectorised over a batch of lambdas with numpy.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from vastfleet.sim.replay.engine import Options
+from vastfleet.sim.replay.parallel import map_ordered
 from vastfleet.sim.replay.trace import Market
 from vastfleet.sim.replay.workload import WorkJob
 
@@ -143,11 +145,14 @@ def dp(pr: JobProblem, lams: np.ndarray, adder: np.ndarray | None = None) -> np.
 
 
 def job_bound(market: Market, job: WorkJob, options: Options) -> JobBound:
-    pr = job_problem(market, job, options)
+    return bound_of(job_problem(market, job, options))
+
+
+def bound_of(pr: JobProblem) -> JobBound:
     if pr.idx.size == 0 or pr.ticks == 0:
-        return JobBound(job.id, math.inf, False, 0.0)
+        return JobBound(pr.job_id, math.inf, False, 0.0)
     value, lam, feasible = maximise(pr)
-    return JobBound(job.id, value, feasible, lam)
+    return JobBound(pr.job_id, value, feasible, lam)
 
 
 def lam_range(pr: JobProblem) -> tuple[float, float] | None:
@@ -188,5 +193,9 @@ def maximise(pr: JobProblem, adder: np.ndarray | None = None, hint: float | None
     return best_val, best_lam, feasible
 
 
-def optimum(market: Market, jobs: list[WorkJob], options: Options) -> dict[str, JobBound]:
-    return {j.id: job_bound(market, j, options) for j in jobs}
+def optimum(market: Market, jobs: list[WorkJob], options: Options,
+            on_each: Callable[[int], None] | None = None) -> dict[str, JobBound]:
+    """Every job's bound, on every core when that pays (`parallel.map_ordered`); `on_each(k)` per job."""
+    problems = (job_problem(market, j, options) for j in jobs)
+    cells = sum(max(k1 - k0, 0) * fitting(market, j).size for j in jobs for k0, k1 in [window(market, j)])
+    return {b.job_id: b for b in map_ordered(bound_of, problems, len(jobs), cells, on_each)}
