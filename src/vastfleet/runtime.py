@@ -46,7 +46,6 @@ from vastfleet.scheduler.labels import label_for
 from vastfleet.scheduler.loop import LoopConfig, SchedulerLoop
 from vastfleet.scheduler.plan import PlanParams
 from vastfleet.scheduler.policy import checkpoint_interval
-from vastfleet.scheduler.policy_adapter import DEFAULT_CHECKPOINT_COST_S
 from vastfleet.scheduler.supervise import Timings
 from vastfleet.spec.job import Job
 from vastfleet.spec.market import CreateRequest
@@ -228,10 +227,7 @@ class Runtime:
             if cadence is not None:
                 return float(cadence(job, costs.cost_s(job.id)))
             hazard = self.job_hazards.hazard(job.id) if self.job_hazards is not None else None
-            if hazard is None:
-                return None
-            cost = costs.cost_s(job.id)
-            return checkpoint_interval(DEFAULT_CHECKPOINT_COST_S if cost is None else cost, hazard)
+            return None if hazard is None else checkpoint_interval(costs.cost_s(job.id), hazard)
         except (redis.RedisError, ValueError, RuntimeError):  # RuntimeError: the loop's thread resized a dict
             log.warning("checkpoint cadence unavailable for %s", job.id, exc_info=True)
             return None

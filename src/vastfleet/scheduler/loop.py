@@ -163,6 +163,10 @@ class SchedulerLoop:
             self.placer.fleet = stats
             log.info("fleet stats restored: %d hosts, %d GPU models", len(stats.hosts), len(stats.gpus))
 
+    def _remember(self, force: bool = False) -> None:
+        if self.memory is not None and hasattr(self.placer, "fleet"):
+            self.memory.save(self.placer.fleet, force=force)
+
     def _fenced(self) -> bool:
         return self.token is not None and self.lease.is_current(self.token)
 
@@ -199,8 +203,7 @@ class SchedulerLoop:
             hazards = getattr(self.placer, "job_hazard", None)
             if self.job_hazards is not None and hazards is not None:
                 self.job_hazards.publish(hazards)
-            if self.memory is not None and hasattr(self.placer, "fleet"):
-                self.memory.save(self.placer.fleet)
+            self._remember()
         except (VastfleetError, redis.RedisError) as exc:
             result.error = f"{type(exc).__name__}: {exc}"
             log.warning("reconcile pass failed: %s", result.error)
@@ -352,9 +355,10 @@ class SchedulerLoop:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        if self.memory is not None and hasattr(self.placer, "fleet"):
-            try:
-                if self._fenced():  # only the leader's view is worth keeping
-                    self.memory.save(self.placer.fleet, force=True)  # the last minute of learning too
-            except redis.RedisError as exc:
-                log.warning("fleet stats not saved at stop: %s", exc)
+        if self.memory is None:
+            return
+        try:
+            if self._fenced():  # only the leader's view is worth keeping
+                self._remember(force=True)  # the last minute of learning too
+        except redis.RedisError as exc:
+            log.warning("fleet stats not saved at stop: %s", exc)

@@ -19,8 +19,17 @@ from rich.console import Console
 from rich.table import Table
 
 from vastfleet.errors import VastfleetError
-from vastfleet.scheduler.policy import FleetStats, JobView, OfferTable, PolicyParams, Ranking, rank_offers
+from vastfleet.scheduler.policy import (
+    FleetStats,
+    JobView,
+    OfferTable,
+    PolicyParams,
+    Ranking,
+    job_view_from_job,
+    rank_offers,
+)
 from vastfleet.spec import BidKind, JobSpec, Offer, OfferQuery, load_job_spec
+from vastfleet.spec.job import Job
 
 
 def query_for(spec: JobSpec | None) -> OfferQuery:
@@ -38,16 +47,9 @@ def view_for(spec: JobSpec | None, offers: list[Offer], now: float) -> JobView:
         names = tuple(sorted({o.gpu_name for o in offers})) or ("RTX 4090",)
         return JobView(job_id="(any)", gpu_names=names, remaining_work_hours=1.0,
                        ref_dlperf=max((o.dlperf for o in offers), default=1.0))
-    r = spec.resources
-    deadline = spec.deadline_at(now)
-    return JobView(job_id=spec.name, gpu_names=tuple(r.gpu), num_gpus=r.gpus, min_gpu_ram_gb=r.min_gpu_ram_gb or 0.0,
-                   min_cuda=r.min_cuda or 0.0, disk_gb=r.disk_gb, min_reliability=r.min_reliability,
-                   max_price_per_hour=r.max_price_per_hour or math.inf, direct_ports=r.direct_ports,
-                   min_inet_down_mbps=r.min_inet_down_mbps or 0.0, regions=tuple(r.regions or ()),
-                   verified=r.verified, interruptible=spec.interruptible.value,
-                   remaining_work_hours=spec.work_hours or 1.0, deadline_at=deadline,
-                   checkpoints=spec.checkpoint.required,
-                   budget_left=spec.budget_usd if spec.budget_usd else math.inf, priority=spec.priority)
+    # the spec as if submitted now: the same view the scheduler would place it with
+    job = Job(id=spec.name, spec=spec, submitted_at=now, updated_at=now, deadline_at=spec.deadline_at(now))
+    return job_view_from_job(job, now)
 
 
 def ranking_json(ranking: Ranking) -> dict[str, Any]:

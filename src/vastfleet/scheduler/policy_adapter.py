@@ -4,9 +4,10 @@ loop's stand-ins (`placement.simple_placements`, `plan.default_on_outbid`), the 
 `PolicyPlacer` keeps the fleet's observations (`FleetStats`: hosts seen, losses, outbids, and the hours our
 own rentals ran on each host, which is all it can watch) in memory across passes; the loop keeps a copy in
 Redis for the next leader (`exclusions.FleetMemory`). Pure apart from that memory: no I/O. It also answers
-the agent API's checkpoint cadence (`checkpoint_interval`: Young/Daly from the hazard of the job's host), takes the loop's live host exclusions into every JobView, and offers the
-machines our own running jobs hold as `FutureOffers` (free when those jobs end, from their heartbeats'
-progress), so a pending job with slack may wait for a clearly cheaper one (`policy.waiting`).
+the agent API's checkpoint cadence (`checkpoint_interval`: Young/Daly from the hazard of the job's host),
+takes the loop's live host exclusions into every JobView, and offers the machines our own running jobs hold
+as `FutureOffers` (free when those jobs end, from their heartbeats' progress), so a pending job with slack
+may wait for a clearly cheaper one (`policy.waiting`).
 """
 
 from __future__ import annotations
@@ -34,13 +35,13 @@ from vastfleet.scheduler.policy import (
     on_outbid,
     rental_hazards,
 )
+from vastfleet.scheduler.policy.cadence import DEFAULT_CHECKPOINT_COST_S
 from vastfleet.spec.gpus import gpu_model
 from vastfleet.spec.job import Job, JobState
 from vastfleet.spec.market import Instance, Offer
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CHECKPOINT_COST_S = 60.0  # until the job's first upload is measured
 REBID_MIN_DROP = 0.05  # lower a running bid only when it saves at least this share
 
 
@@ -195,8 +196,7 @@ class PolicyPlacer:
                     "host_offline", "gone", "heartbeat_lost", "exited"):
                 self.fleet.observe_loss(lost.host_id, lost.gpu_name, offline=cause == "host_offline")
         self._refresh_hazards()
-        self.job_hazard = {job.id: self._hazard[job.instance_id][0 if job.bid is not None else 1]
-                           for job in snap.jobs.values()
+        self.job_hazard = {job.id: _as_rented(job, self._hazard[job.instance_id]) for job in snap.jobs.values()
                            if job is not None and job.instance_id is not None and job.instance_id in self._hazard}
         self._held = self._held_by_us(snap, by_id)
 
@@ -216,7 +216,7 @@ class PolicyPlacer:
             if offer is None:
                 continue
             view = job_view_from_job(job, now)
-            hazard = self._hazard.get(inst.id, (0.0, 0.0))[0 if job.bid is not None else 1]
+            hazard = _as_rented(job, self._hazard.get(inst.id, (0.0, 0.0)))
             speed = offer.dlperf / view.reference_dlperf()
             until = held_until(now, view.remaining_work_hours, speed, hazard, self.checkpoint_interval(job),
                                DEFAULT_CHECKPOINT_COST_S, self.params)
@@ -249,15 +249,19 @@ class PolicyPlacer:
             except BadInput:
                 gpu = job.spec.resources.gpu[0]
             known = self._hazards([(-1, gpu, job.spec.resources.min_reliability or 0.9)])[0]
-        return known[0] if job.bid is not None else known[1]
+        return _as_rented(job, known)
 
     def checkpoint_interval(self, job: Job, checkpoint_cost_s: float | None = None) -> float:
         """Young/Daly seconds between checkpoints for `interval: auto` (a numeric interval is kept)."""
         interval = job.spec.checkpoint.interval
         if isinstance(interval, (int, float)):
             return float(interval)
-        return checkpoint_interval(DEFAULT_CHECKPOINT_COST_S if checkpoint_cost_s is None else checkpoint_cost_s,
-                                   self.hazard_per_hour(job))
+        return checkpoint_interval(checkpoint_cost_s, self.hazard_per_hour(job))
+
+
+def _as_rented(job: Job, hazards: tuple[float, float]) -> float:
+    """Of (as a bid, on demand), the hazard of the way the job's attempt is rented."""
+    return hazards[0] if job.bid is not None else hazards[1]
 
 
 def policy_placements(jobs: Sequence[Job], offers: Mapping[str, Sequence[Offer]], now: float) -> list[Placement]:
