@@ -101,7 +101,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     def timings(self) -> Timings:
-        return Timings(heartbeat_lost_s=self.heartbeat_lost_s, boot_timeout_s=self.boot_timeout_s,
+        return Timings(heartbeat_lost_s=self.heartbeat_lost_s, heartbeat_interval_s=self.heartbeat_interval_s,
+                       boot_timeout_s=self.boot_timeout_s,
                        scheduling_timeout_s=self.scheduling_timeout_s, gone_grace_s=self.gone_grace_s)
 
 

@@ -38,8 +38,10 @@ def test_pending_job_is_placed_on_the_cheapest_feasible_offer_through_the_state_
     offers = {job.id: [make_offer(1, dph_total=0.9), make_offer(2, dph_total=0.4),
                        make_offer(3, gpu_name="RTX 3090", dph_total=0.1), make_offer(4, dph_total=0.2, reliability=0.5)]}
     plan = plan_for(jobs=[job], offers=offers)
-    assert plan.actions[0] == Transition(job.id, S.PLACING, plan.actions[0].reason, 0,
-                                         {"offer_id": 2, "bid": None, "instance_id": None})
+    first = plan.actions[0]
+    assert (first.job_id, first.to, first.expected_epoch) == (job.id, S.PLACING, 0)
+    assert {k: first.fields[k] for k in ("offer_id", "bid", "instance_id", "offer_dph")} == {
+        "offer_id": 2, "bid": None, "instance_id": None, "offer_dph": 0.4}
     assert plan.actions[1] == Create(job.id, 1, 2, None, plan.actions[1].reason)
 
 
@@ -84,9 +86,14 @@ def test_outbid_instance_is_waited_for_then_requeued() -> None:
     inst = make_instance(status="stopped", is_bid=True)
     waiting = plan_for(jobs=[job], instances=[inst], beats={job.id: make_beat(at=NOW - 3.5 - 2)})
     # heartbeat 5.5 s old: not fresh (5 s), paused 5.5 s > outbid_wait 4 s -> requeue
-    assert [a.to for a in waiting.of(Transition)] == [S.INTERRUPTED, S.PENDING]
+    assert [a.to for a in waiting.of(Transition)] == [S.PAUSED, S.INTERRUPTED, S.PENDING]
     fresh_pause = plan_for(jobs=[job.model_copy(update={"updated_at": NOW - 2})], instances=[inst], beats={})
-    assert fresh_pause.actions == [], "paused 2 s: wait for the auction"
+    assert [(a.to, a.fields) for a in fresh_pause.actions] == [(S.PAUSED, {"paused_at": NOW})], \
+        "paused 2 s: the job reads PAUSED while it waits for the auction"
+    assert "waiting for the auction" in fresh_pause.actions[0].reason
+    still = plan_for(jobs=[job.model_copy(update={"updated_at": NOW - 2, "state": S.PAUSED})], instances=[inst],
+                     beats={})
+    assert still.actions == [], "already PAUSED: nothing new to write while it waits"
 
 
 def test_outbid_policy_may_raise_the_bid() -> None:
@@ -94,7 +101,9 @@ def test_outbid_policy_may_raise_the_bid() -> None:
     inst = make_instance(status="stopped", is_bid=True)
     snap = Snapshot(jobs={job.id: job}, instances=[inst], beats={job.id: make_beat(at=NOW - 6)})
     plan = decide(snap, NOW, P, on_outbid=lambda *a: OutbidChoice("raise", 0.6, "cheaper than moving"))
-    assert plan.actions == [RaiseBid(job.id, inst.id, 0.6, "cheaper than moving")]
+    assert [a.to for a in plan.of(Transition)] == [S.PAUSED]
+    assert plan.of(RaiseBid) == [RaiseBid(job.id, inst.id, 0.6, "cheaper than moving", ceiling=float("inf"),
+                                          fields={"rebids": 1, "rebid_at": NOW})]
 
 
 def test_booting_job_becomes_running_on_its_first_heartbeat() -> None:

@@ -226,12 +226,11 @@ class _AgentApi:
 
     def claim(self, claims: AgentClaims, body: dict[str, Any]) -> dict[str, Any]:
         """Start (or resume, after a container restart) this attempt; answers what to run."""
-        job = self._current(claims, (JobState.BOOTING, JobState.RUNNING), body.get("instance_id"))
+        job = self._current(claims, (JobState.BOOTING, JobState.RUNNING, JobState.PAUSED), body.get("instance_id"))
         gpus = [str(g)[:200] for g in body.get("gpus", [])][:16] if isinstance(body.get("gpus"), list) else []
-        if job.state == JobState.BOOTING:
-            job = self.store.transition(
-                job.id, JobState.RUNNING, "agent claimed", expected_epoch=claims.epoch
-            )
+        if job.state in (JobState.BOOTING, JobState.PAUSED):
+            why = "agent claimed" if job.state == JobState.BOOTING else "resumed: the agent claimed again"
+            job = self.store.transition(job.id, JobState.RUNNING, why, expected_epoch=claims.epoch)
         else:
             self.store.note(
                 job.id,
@@ -273,7 +272,10 @@ class _AgentApi:
 
     def heartbeat(self, claims: AgentClaims, body: dict[str, Any]) -> dict[str, Any]:
         """Liveness and progress; the answer says whether to go on."""
-        job = self._current(claims, (JobState.RUNNING,))
+        job = self._current(claims, (JobState.RUNNING, JobState.PAUSED))
+        if job.state == JobState.PAUSED:  # the marketplace's pause was brief, or its status lied: it runs
+            job = self.store.transition(job.id, JobState.RUNNING, "resumed: the agent heartbeats again",
+                                        expected_epoch=claims.epoch)
         progress = body.get("progress") if isinstance(body.get("progress"), dict) else {}
         if len(json.dumps(progress)) > MAX_PROGRESS_BYTES:
             progress = {"truncated": True}

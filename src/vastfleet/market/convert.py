@@ -158,6 +158,13 @@ def offer_from_row(row: Any, is_bid: bool) -> Offer:
         raise MalformedAnswer(f"an offer row is a {type(row).__name__}, not an object")
     gpu_ram_mb = _num(row, "gpu_ram")
     dph_total = _num(row, "dph_total")
+    min_bid = _num(row, "min_bid", dph_total)
+    dph_base = _num(row, "dph_base")
+    if is_bid and dph_base > 0:
+        # An interruptible search prices `dph_total` at the bid: the on-demand total is the base price plus the
+        # storage at the searched size, which the row carries apart (else its difference from the bid).
+        storage = _num(row, "storage_total_cost", max(dph_total - min_bid, 0.0))
+        dph_total = max(dph_base + storage, dph_total)
     return Offer(
         id=_int(row, "id", "ask_contract_id"),
         machine_id=_int(row, "machine_id"),
@@ -168,7 +175,8 @@ def offer_from_row(row: Any, is_bid: bool) -> Offer:
         cuda_max_good=_num(row, "cuda_max_good"),
         dlperf=_num(row, "dlperf"),
         dph_total=dph_total,
-        min_bid=_num(row, "min_bid", dph_total),
+        min_bid=min_bid,
+        dph_base=dph_base,
         storage_cost=_num(row, "storage_cost"),
         inet_up=_num(row, "inet_up"),
         inet_down=_num(row, "inet_down"),
@@ -202,6 +210,13 @@ def _opt_str(row: Mapping[str, Any], key: str) -> str | None:
     return None if value is None else str(value)
 
 
+def _gpu_ids(value: Any) -> tuple[int, ...] | None:
+    """The GPU indexes an instance holds, when the row lists them as integers (else unknown: None)."""
+    if not isinstance(value, list) or not all(isinstance(g, int) and not isinstance(g, bool) for g in value):
+        return None
+    return tuple(value)
+
+
 def instance_from_row(row: Any) -> Instance:
     """One of vast's instance rows (v1 listing or single show) as an `Instance`."""
     if not isinstance(row, Mapping):
@@ -228,6 +243,7 @@ def instance_from_row(row: Any) -> Instance:
         public_ipaddr=_opt_str(row, "public_ipaddr"),
         ports=dict(ports) if isinstance(ports, Mapping) else {},
         image_uuid=_opt_str(row, "image_uuid"),
+        gpu_ids=_gpu_ids(row.get("gpu_ids")),
         reliability=_opt_num(row, "reliability2")
         if row.get("reliability2") is not None
         else _opt_num(row, "reliability"),

@@ -39,7 +39,8 @@ from vastfleet.storage.upload_timer import UploadTimer
 log = logging.getLogger(__name__)
 
 HOURS_PER_MONTH = 730.0
-LIVE = (JobState.PENDING, JobState.PLACING, JobState.BOOTING, JobState.RUNNING, JobState.INTERRUPTED)
+LIVE = (JobState.PENDING, JobState.PLACING, JobState.BOOTING, JobState.RUNNING, JobState.PAUSED,
+        JobState.INTERRUPTED)
 # supervision causes -> the exporter's preemption kinds
 METRIC_KIND = {"outbid": "outbid", "paused": "outbid", "stuck_scheduling": "stuck", "boot_timeout": "stuck",
                "host_offline": "host_offline", "heartbeat_lost": "heartbeat_lost", "exited": "exited"}

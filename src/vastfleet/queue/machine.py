@@ -2,13 +2,14 @@
 
 ```
 PENDING ──► PLACING ──► BOOTING ──► RUNNING ──► SUCCEEDED
-   ▲           │           │           ├──────► FAILED        (command failed, retries on error spent)
-   │           │           │           ├──────► PENDING       (command failed, a retry on error left)
-   │           │           ▼           ▼
-   ├───────────┘      INTERRUPTED ◄────┘                       (preempted, host lost, stuck)
+   ▲           │           │         ▲ │ ├──────► FAILED        (command failed, retries on error spent)
+   │           │           │         │ ▼ ├──────► PENDING       (command failed, a retry on error left)
+   │           │           │       PAUSED │                      (outbid or stopped: wait, raise or move)
+   │           │           ▼         ▼    ▼
+   ├───────────┘      INTERRUPTED ◄───────┘                      (preempted, host lost, stuck, moved)
    │ (create failed)       │
-   └───────────────────────┤                                   (re-queued from the last checkpoint)
-                           └──────► FAILED                     (preemptions passed their cap)
+   └───────────────────────┤                                     (re-queued from the last checkpoint)
+                           └──────► FAILED                       (interruptions or fruitless attempts capped)
 
 any non-terminal ──► CANCELLED
 ```
@@ -43,7 +44,8 @@ ALLOWED: dict[JobState, frozenset[JobState]] = {
     S.PENDING: frozenset({S.PLACING, S.CANCELLED}),
     S.PLACING: frozenset({S.BOOTING, S.PENDING, S.CANCELLED}),
     S.BOOTING: frozenset({S.RUNNING, S.INTERRUPTED, S.CANCELLED}),
-    S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.INTERRUPTED, S.PENDING, S.CANCELLED}),
+    S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.INTERRUPTED, S.PENDING, S.PAUSED, S.CANCELLED}),
+    S.PAUSED: frozenset({S.RUNNING, S.INTERRUPTED, S.CANCELLED}),
     S.INTERRUPTED: frozenset({S.PENDING, S.FAILED, S.CANCELLED}),
     S.SUCCEEDED: frozenset(),
     S.FAILED: frozenset(),

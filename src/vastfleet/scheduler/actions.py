@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -131,6 +132,11 @@ def _create_locked(ctx: ActionContext, job_id: str, epoch: int, offer_id: int, b
     if job.epoch != epoch or job.state != JobState.PLACING:
         log.info("create %s/%s: the job moved on (%s, epoch %s); not renting", job_id, epoch, job.state, job.epoch)
         return None
+    refused = bid_refusal(job, bid)
+    if refused:
+        log.error("create %s/%s refused: %s", job_id, epoch, refused)
+        _back_to_pending(ctx, job_id, epoch, f"create refused: {refused}")
+        return None
     label = label_for(job_id, epoch, ctx.prefix)
     existing = sorted(i.id for i in ctx.market.list_instances() if i.label == label)
     if existing:
@@ -154,6 +160,22 @@ def _create_locked(ctx: ActionContext, job_id: str, epoch: int, offer_id: int, b
             add_obligation(ctx, instance_id, job_id, epoch, "rented for an attempt that moved on")
             return None
     return instance_id
+
+
+def bid_refusal(job: Job, bid: float | None) -> str | None:
+    """Why a bid must not be placed (None: fine). The policy never plans one of these; this is the last check
+    before a rental, so that no arithmetic anywhere can turn into a bid above the offer's on-demand price or
+    the job's cap."""
+    if bid is None:
+        return None
+    if not math.isfinite(bid) or bid <= 0:
+        return f"bid {bid!r} is not a positive number"
+    if job.offer_dph is not None and bid > job.offer_dph * (1 + 1e-9):
+        return f"bid ${bid:.4f}/h is above the offer's on-demand ${job.offer_dph:.4f}/h"
+    cap = job.spec.resources.max_price_per_hour
+    if cap is not None and bid > cap * (1 + 1e-9):
+        return f"bid ${bid:.4f}/h is above the job's cap ${cap:.4f}/h"
+    return None
 
 
 def _back_to_pending(ctx: ActionContext, job_id: str, epoch: int, reason: str) -> None:

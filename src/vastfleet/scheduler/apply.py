@@ -13,12 +13,13 @@ action, so a deposed leader stops acting as soon as it can know. Never decides a
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rq import Retry
 
-from vastfleet.errors import IllegalTransition, NotFound, RetryLater, StaleEpoch, VastfleetError
+from vastfleet.errors import BadInput, IllegalTransition, NotFound, RetryLater, StaleEpoch, VastfleetError
 from vastfleet.queue.actions import CREATE, DESTROY, action_queue
 from vastfleet.scheduler import actions as act
 from vastfleet.scheduler.plan import Create, Destroy, Forget, Plan, RaiseBid, Transition
@@ -77,12 +78,7 @@ class Applier:
                     act.forget_obligation(self.ctx, action.instance_id)
                     done.forgotten += 1
                 elif isinstance(action, RaiseBid):
-                    self.ctx.market.change_bid(action.instance_id, action.price)
-                    if action.start:
-                        self.ctx.market.start_instance(action.instance_id)
-                    self.ctx.store.update(action.job_id, expected_epoch=self.ctx.store.get(action.job_id).epoch,
-                                          bid=action.price)
-                    done.bids += 1
+                    self._bid(action, done)
             except (RetryLater, VastfleetError) as exc:
                 # One action failing must not stop the others; the next pass re-drives it.
                 log.warning("action %s failed: %s", type(action).__name__, exc)
@@ -102,6 +98,18 @@ class Applier:
         log.info("job %s -> %s (epoch %s): %s", t.job_id, t.to.value, t.expected_epoch, t.reason)
         done.transitions += 1
         done.transitioned.append((t.job_id, t.to, t.reason))
+
+    def _bid(self, b: RaiseBid, done: Applied) -> None:
+        if not (math.isfinite(b.price) and 0 < b.price <= b.ceiling * (1 + 1e-9)):
+            # Never reached by a sound plan: the last line between arithmetic and other people's money.
+            raise BadInput(f"bid ${b.price}/h for instance {b.instance_id} refused: above its ceiling"
+                           f" ${b.ceiling}/h or not a positive number")
+        self.ctx.market.change_bid(b.instance_id, b.price)
+        if b.start:
+            self.ctx.market.start_instance(b.instance_id)
+        self.ctx.store.update(b.job_id, expected_epoch=self.ctx.store.get(b.job_id).epoch, bid=b.price, **b.fields)
+        log.info("job %s: bid of instance %s set to $%.4f/h (%s)", b.job_id, b.instance_id, b.price, b.reason)
+        done.bids += 1
 
     def _create(self, c: Create, done: Applied) -> None:
         r = self.ctx.redis

@@ -35,13 +35,14 @@ from vastfleet.scheduler.labels import parse_label
 from vastfleet.scheduler.placement import Placer, default_placer
 from vastfleet.scheduler.plan import Create, Plan, PlanParams, Snapshot, decide, default_on_outbid
 from vastfleet.scheduler.supervise import Beat
-from vastfleet.spec.job import Job, JobState
+from vastfleet.spec.job import ATTEMPT_STATES, Job, JobState
 from vastfleet.spec.jobspec import Interruptible
 from vastfleet.spec.market import BidKind, Offer, OfferQuery
 
 log = logging.getLogger(__name__)
 
-LIVE_STATES = (JobState.PENDING, JobState.PLACING, JobState.BOOTING, JobState.RUNNING, JobState.INTERRUPTED)
+LIVE_STATES = (JobState.PENDING, JobState.PLACING, JobState.BOOTING, JobState.RUNNING, JobState.PAUSED,
+               JobState.INTERRUPTED)
 
 
 @dataclass
@@ -215,15 +216,18 @@ class SchedulerLoop:
         return result
 
     def observe(self, market: Marketplace) -> Snapshot | None:
+        # Jobs first, then the listing, then offers: a rental made meanwhile is then either listed, or its job
+        # was read PLACING (its machine is held back this pass), or the offers price it in. Never a GPU of
+        # ours that looks free.
+        jobs: dict[str, Job] = {}
+        for state in LIVE_STATES:
+            for job in self.store.list(state, limit=100_000):
+                jobs[job.id] = job
         try:
             instances = market.list_instances()
         except (VastfleetError, OSError) as exc:
             log.warning("listing instances failed (%s): not taken as 'all gone'", exc)
             return None
-        jobs: dict[str, Job] = {}
-        for state in LIVE_STATES:
-            for job in self.store.list(state, limit=100_000):
-                jobs[job.id] = job
         for inst in instances:
             parsed = parse_label(inst.label, self.ctx.prefix)
             if parsed is not None and parsed[0] not in jobs:
@@ -233,7 +237,7 @@ class SchedulerLoop:
                     pass  # the label names a job we do not know: supervise calls it an orphan
         beats: dict[str, Beat] = {}
         for job in jobs.values():
-            if job.state in (JobState.BOOTING, JobState.RUNNING) or job.state.terminal:
+            if job.state in ATTEMPT_STATES or job.state.terminal:
                 hb = last_heartbeat(self.redis, job.id, prefix=self.ctx.prefix)
                 if hb is not None:
                     beats[job.id] = beat_from(hb[0], hb[1], job)
@@ -247,7 +251,8 @@ class SchedulerLoop:
         pending = [j for j in jobs.values() if j.state == JobState.PENDING
                    and self._backoff.get(j.id, (0.0, 0.0))[0] <= now]
         by_id = {i.id: i for i in instances}
-        paused = [j for j in jobs.values() if j.state == JobState.RUNNING and j.instance_id in by_id
+        paused = [j for j in jobs.values() if j.state in (JobState.RUNNING, JobState.PAUSED)
+                  and j.instance_id in by_id
                   and by_id[j.instance_id].is_bid
                   and (by_id[j.instance_id].actual_status or "") in ("stopped", "scheduling")]
         wanted = pending + paused  # a paused bid is weighed against moving: it needs offers too

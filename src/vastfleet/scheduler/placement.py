@@ -1,8 +1,8 @@
 """Placement as the reconcile loop calls it: pending jobs x offers -> one offer (and a bid) per job.
 
 `simple_placements` is the stand-in: the cheapest feasible offer per job, interruptible when the spec
-allows it and it is cheaper. `policy_placements` calls the bidding policy (`scheduler.policy`) with the same
-shape when it is installed, so switching is one line in `default_placer`. Pure: no I/O.
+allows it and it is cheaper, never over GPUs the fleet holds and never above the offer's on-demand price.
+The bidding policy (`policy_adapter.PolicyPlacer`) has the same shape; `default_placer` picks it. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from vastfleet.scheduler.policy.fleet import FleetGuard, Holdings
+from vastfleet.scheduler.policy.types import OfferTable
 from vastfleet.spec.job import Job
 from vastfleet.spec.jobspec import Interruptible
 from vastfleet.spec.market import Offer
@@ -26,10 +28,12 @@ class Placement:
     offer_id: int
     bid: float | None  # None = on demand
     reason: str = ""
-    price: float = 0.0  # the $/h we expect to pay
+    price: float = 0.0  # expected $ to finish (the policy), or the $/h we expect to pay (the stand-in)
+    offer_dph: float | None = None  # the offer's on-demand $/h: no later re-bid of this attempt goes above it
+    machine_id: int | None = None  # the offer's machine
 
 
-Placer = Callable[[Sequence[Job], Mapping[str, Sequence[Offer]], float], list[Placement]]
+Placer = Callable[..., list[Placement]]  # (pending jobs, offers per job, now, *, holdings) -> placements
 
 
 def feasible(job: Job, offer: Offer) -> bool:
@@ -57,29 +61,36 @@ def price_of(job: Job, offer: Offer) -> tuple[float, float | None]:
     return offer.dph_total, None
 
 
-def simple_placements(jobs: Sequence[Job], offers: Mapping[str, Sequence[Offer]], now: float) -> list[Placement]:
-    taken: set[int] = set()
+def simple_placements(jobs: Sequence[Job], offers: Mapping[str, Sequence[Offer]], now: float, *,
+                      holdings: Holdings | None = None) -> list[Placement]:
+    rows = {o.id: o for found in offers.values() for o in found}
+    guard = FleetGuard(OfferTable.from_offers(list(rows.values())), holdings or Holdings())
+    row_of = {oid: i for i, oid in enumerate(rows)}
     out: list[Placement] = []
     for job in jobs:  # already in priority order
         cap = job.spec.resources.max_price_per_hour
         best: tuple[float, Offer, float | None] | None = None
         for offer in offers.get(job.id, ()):
-            if offer.id in taken or not feasible(job, offer):
+            i = row_of[offer.id]
+            if not feasible(job, offer):
                 continue
             if job.spec.interruptible == Interruptible.always and not offer.is_bid:
                 continue
             price, bid = price_of(job, offer)
-            if cap is not None and price > cap:
+            if guard.no_bid[i] if bid is not None else guard.no_od[i]:
+                continue
+            on_demand = offer.dph_base or offer.dph_total
+            if (cap is not None and price > cap) or (bid is not None and bid > on_demand):
                 continue
             if best is None or price < best[0]:
                 best = (price, offer, bid)
         if best is None:
             continue
         price, offer, bid = best
-        taken.add(offer.id)
+        guard.take(row_of[offer.id])
         kind = f"bid ${bid:.3f}/h" if bid is not None else f"on demand ${price:.3f}/h"
         out.append(Placement(job.id, offer.id, bid, f"cheapest feasible: offer {offer.id} {offer.gpu_name} {kind}",
-                             price))
+                             price, offer.dph_base or offer.dph_total, offer.machine_id))
     return out
 
 

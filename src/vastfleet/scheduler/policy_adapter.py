@@ -19,10 +19,11 @@ import numpy as np
 
 from vastfleet.errors import BadInput
 from vastfleet.scheduler.placement import Placement
-from vastfleet.scheduler.plan import OutbidChoice, PlanParams, Snapshot
+from vastfleet.scheduler.plan import OutbidChoice, PlanParams, Snapshot, rental_of
 from vastfleet.scheduler.policy import (
     FleetStats,
     FutureOffers,
+    Holdings,
     JobView,
     OfferTable,
     PolicyParams,
@@ -57,7 +58,8 @@ def merge_offers(offers: Mapping[str, Sequence[Offer]]) -> list[Offer]:
 
 
 def paused_offer(inst: Instance, job: Job) -> Offer | None:
-    """The paused instance as an offer the policy can price (its machine's figures, the live min_bid)."""
+    """The instance as an offer the policy can price (its machine's figures, the live min_bid). Its on-demand
+    price is the one recorded at placement (an instance row shows only what it pays): no re-bid goes above it."""
     name = inst.gpu_name or job.spec.resources.gpu[0]
     try:
         model = gpu_model(name)
@@ -66,7 +68,8 @@ def paused_offer(inst: Instance, job: Job) -> Offer | None:
     n = inst.num_gpus or job.spec.resources.gpus
     return Offer(id=inst.id, machine_id=inst.machine_id or 0, host_id=inst.host_id or 0, gpu_name=model.name,
                  num_gpus=n, gpu_ram_gb=float(model.vram_gb), cuda_max_good=99.0, dlperf=model.dlperf * n,
-                 dph_total=inst.dph_total, min_bid=inst.min_bid or inst.bid_price or inst.dph_total,
+                 dph_total=inst.dph_total, dph_base=job.offer_dph or 0.0,
+                 min_bid=inst.min_bid or inst.bid_price or inst.dph_total,
                  disk_space=inst.disk_space or job.spec.resources.disk_gb, reliability=inst.reliability or 0.9,
                  verified=True, is_bid=True)
 
@@ -103,7 +106,8 @@ class PolicyPlacer:
 
     # --- the loop's placement shape ---------------------------------------------------------------------
 
-    def __call__(self, jobs: Sequence[Job], offers: Mapping[str, Sequence[Offer]], now: float) -> list[Placement]:
+    def __call__(self, jobs: Sequence[Job], offers: Mapping[str, Sequence[Offer]], now: float,
+                 holdings: Holdings | None = None) -> list[Placement]:
         self._tick(now)
         self.offers = offers
         rows = merge_offers(offers)
@@ -115,9 +119,11 @@ class PolicyPlacer:
         out = []
         waits: list[Wait] = []
         for p in decide_placements(views, rows, self.fleet, now, self.params, future=self._future(views),
-                                   waits=waits):
+                                   waits=waits, holdings=holdings):
             bid = p.bid if p.kind == "bid" else None
-            out.append(Placement(p.job_id, p.offer_id, bid, p.reason, p.expected_cost))
+            od = p.terms.get("on_demand_per_hour")
+            out.append(Placement(p.job_id, p.offer_id, bid, p.reason, p.expected_cost,
+                                 float(od) if isinstance(od, float) else None, p.machine_id))
         for w in waits:
             log.info("job %s waits: %s", w.job_id, w.reason)
         self.waits = waits
@@ -131,17 +137,29 @@ class PolicyPlacer:
 
     # --- the loop's outbid shape ------------------------------------------------------------------------
 
-    def on_outbid(self, job: Job, inst: Instance, silent_for: float, params: PlanParams) -> OutbidChoice:
-        """Wait a bounded time for the auction; then the policy: raise the bid in place, or move."""
+    def on_outbid(self, job: Job, inst: Instance, silent_for: float, params: PlanParams,
+                  holdings: Holdings | None = None) -> OutbidChoice:
+        """Wait a bounded time for the auction; then the policy: raise the bid in place, or move. A raise never
+        outbids another rental of ours, never exceeds the offer's on-demand price, the job's cap or the
+        fleet's ceiling, is made at most `max_rebids` times per attempt, and each waits twice as long."""
         self._count_outbid(job, inst)
         if silent_for < params.outbid_wait_s:
             return OutbidChoice("wait", reason=f"paused {silent_for:.0f}s, waiting up to {params.outbid_wait_s:.0f}s")
+        now = self._last_now or 0.0
+        mine = rental_of(inst)
+        if holdings is not None and mine is not None and holdings.holds_our_gpu(mine, inst.min_bid):
+            return OutbidChoice("requeue", reason="another job of ours holds its GPU: moving, not outbidding it")
+        if job.rebids >= self.params.max_rebids:
+            return OutbidChoice("requeue", reason=f"bid raised {job.rebids} times already: moving")
+        backoff = params.outbid_wait_s * 2.0 ** job.rebids
+        if job.rebid_at is not None and now - job.rebid_at < backoff:
+            return OutbidChoice("wait", reason=f"bid raised {now - job.rebid_at:.0f}s ago; next decision after"
+                                f" {backoff:.0f}s")
         paused = paused_offer(inst, job)
         if paused is None:
             return OutbidChoice("requeue", reason="paused; the policy cannot price this GPU: moving")
-        now = self._last_now or 0.0
-        decision = on_outbid(job_view_from_job(job, now, excluded_hosts=self.excluded_hosts), paused, merge_offers(self.offers), self.fleet, now,
-                             self.params)
+        decision = on_outbid(job_view_from_job(job, now, excluded_hosts=self.excluded_hosts), paused,
+                             merge_offers(self.offers), self.fleet, now, self.params)
         if decision.action == "raise" and decision.bid is not None:
             if job.bid is not None and decision.bid <= job.bid + 1e-9:
                 return OutbidChoice("wait", reason="bid already raised; waiting within the scheduling bound")
@@ -263,7 +281,3 @@ def _as_rented(job: Job, hazards: tuple[float, float]) -> float:
     """Of (as a bid, on demand), the hazard of the way the job's attempt is rented."""
     return hazards[0] if job.bid is not None else hazards[1]
 
-
-def policy_placements(jobs: Sequence[Job], offers: Mapping[str, Sequence[Offer]], now: float) -> list[Placement]:
-    """A stateless call of the policy (no fleet memory): for callers that want the plain function."""
-    return PolicyPlacer()(jobs, offers, now)

@@ -3,13 +3,16 @@
 The witnesses are the marketplace's instance row (`actual_status`, `cur_state`, presence in the listing)
 and the agent's last heartbeat of the job's current epoch. The marketplace's statuses disagree with the
 truth at times (`stopped` while the container runs, a destroyed instance showing as stopped), so no single
-field decides alone: a loss is declared only when the status AND a stale heartbeat agree, or when one
-witness has been silent past a bound (boot timeout, heartbeat lost, stuck scheduling).
+field decides alone. Two witnesses: when the marketplace says paused, offline, exited or gone AND the agent
+has missed two heartbeats, the attempt is lost (or paused) at that pass; an agent silent on an instance the
+marketplace calls running waits the full `heartbeat_lost_s` (a partition, not a loss); one witness silent
+past a bound (boot timeout, stuck scheduling) decides alone.
 
 Verdicts:
     healthy      the attempt runs (fresh heartbeat, or the marketplace shows it running inside the bounds)
     booting      the attempt is being created or is loading; no heartbeat yet, inside the boot bound
-    interrupted  the attempt is lost or paused; `cause` says how (recovery decides: wait, raise bid, re-queue)
+    interrupted  the attempt is lost or paused; `cause` says how (recovery decides: wait, raise bid, re-queue;
+                 a paused RUNNING attempt reads PAUSED while it decides)
     dead         the job is over (terminal) and this is its leftover instance: tear it down (teardown rule)
     orphan       ours by label, but no live attempt claims it (stale epoch, unknown job, duplicate, or the
                  recovery already moved the job off it): destroy it
@@ -60,7 +63,9 @@ class Beat:
 class Timings:
     """Supervision bounds in seconds. Production defaults; tests pass small ones."""
 
-    heartbeat_lost_s: float = 60.0  # agent silent this long while the instance should run: lost
+    heartbeat_lost_s: float = 60.0  # agent silent this long while the marketplace says running: lost
+    heartbeat_interval_s: float = 5.0  # what the agents are told; two missed beats + a loss status = lost
+    missed_beats: float = 2.0  # heartbeats missed before a loss status is believed (then one pass decides)
     boot_timeout_s: float = 900.0  # image pull + agent start; fat images take minutes
     scheduling_timeout_s: float = 600.0  # a paused bid waits this long before we give up on its GPU
     gone_grace_s: float = 30.0  # a fresh attempt may be missing from the listing this long
@@ -104,6 +109,14 @@ class Observation:
     def fresh(self) -> bool:
         age = self.beat_age
         return age is not None and age <= self.timings.heartbeat_lost_s
+
+    @property
+    def missed(self) -> bool:
+        """The agent missed two heartbeats (the second witness of a loss the marketplace reports); an attempt
+        with no heartbeat of its own has no agent to wait for."""
+        age = self.beat_age
+        bound = min(self.timings.missed_beats * self.timings.heartbeat_interval_s, self.timings.heartbeat_lost_s)
+        return age is None or age > bound
 
     @property
     def silent_for(self) -> float:
@@ -184,24 +197,34 @@ RULES: tuple[Rule, ...] = (
          lambda o: Verdict(Health.orphan, f"the job was moved off this attempt ({_job(o).state.value})")),
     Rule("parked", lambda o: _job(o).state in _PARKED, _v(Health.booting, "no attempt in progress")),
     Rule("placing", lambda o: _job(o).state == JobState.PLACING, _v(Health.booting, "the instance is being created")),
-    # From here the job is BOOTING or RUNNING.
-    Rule("listing-lags", lambda o: o.instance is None and o.fresh,
+    # From here the job is BOOTING, RUNNING or PAUSED.
+    Rule("listing-lags", lambda o: o.instance is None and not o.missed,
          _v(Health.healthy, "absent from the listing but the agent heartbeats")),
     Rule("not-yet-listed", lambda o: o.instance is None and o.now - _job(o).updated_at <= o.timings.gone_grace_s,
          _v(Health.booting, "not listed yet")),
     Rule("gone", lambda o: o.instance is None,
          _v(Health.interrupted, "the instance is gone from the listing and the agent is silent", Cause.gone)),
-    Rule("host-offline", lambda o: o.status == "offline" and not o.fresh,
+    Rule("host-offline", lambda o: o.status == "offline" and o.missed,
          _v(Health.interrupted, "host offline and agent silent", Cause.host_offline)),
-    Rule("exited", lambda o: o.status in ("exited", "unknown") and not o.fresh,
+    Rule("exited", lambda o: o.status in ("exited", "unknown") and o.missed,
          lambda o: Verdict(Health.interrupted, f"container {o.status} without an exit report"
                            + (f" ({o.instance.status_msg})" if o.instance and o.instance.status_msg else ""),
                            Cause.exited)),
+    # PAUSED: back to RUNNING once the agent beats after the pause; while the instance shows running again
+    # but its agent has not come back yet, it is resuming (bounded like a boot).
+    Rule("resumed", lambda o: _job(o).state == JobState.PAUSED and o.current_beat is not None
+         and o.current_beat.at > (_job(o).paused_at or 0.0), _v(Health.healthy, "resumed: the agent heartbeats again")),
     # A booting attempt may sit in `scheduling` a moment while the host hands it the GPUs: only the bound
     # ends it; a running one that shows paused was outbid (or stopped), and recovery decides.
-    Rule("paused", lambda o: o.paused_status and not o.fresh and (
-        _job(o).state == JobState.RUNNING or o.silent_for > o.timings.scheduling_timeout_s
+    Rule("paused", lambda o: o.paused_status and o.missed and (
+        _job(o).state in (JobState.RUNNING, JobState.PAUSED) or o.silent_for > o.timings.scheduling_timeout_s
         or o.intended_stopped), _paused_cause),
+    Rule("resuming", lambda o: _job(o).state == JobState.PAUSED
+         and o.now - (_job(o).paused_at or _job(o).updated_at) <= o.timings.boot_timeout_s,
+         lambda o: Verdict(Health.booting, f"resuming ({o.status or 'listed'}): waiting for the agent")),
+    Rule("resume-timeout", lambda o: _job(o).state == JobState.PAUSED,
+         lambda o: Verdict(Health.interrupted, f"no heartbeat {o.now - (_job(o).paused_at or 0.0):.0f}s after the"
+                           " pause ended", Cause.heartbeat_lost)),
     Rule("boot-timeout",
          lambda o: _job(o).state == JobState.BOOTING and o.current_beat is None
          and o.silent_for > o.timings.boot_timeout_s,

@@ -56,7 +56,7 @@ def serve(
     )
     server = SimServer(sim, host=host, port=port or None, log_level="info")
     done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):  # every instance dies with it
         signal.signal(sig, lambda *_: done.set())
     try:
         server.start()

@@ -3,8 +3,11 @@
 Layout under `<workdir>/instances/<id>/`: `workspace/` (the sandbox, the job's /workspace and $HOME),
 `bin/nvidia-smi` (the fake GPU tool, first on PATH) and `container.log` (stdout and stderr of every run,
 appended; what `vastai logs` returns). A start runs `/bin/sh -c ONSTART` as a new session; a kill is
-SIGKILL to the whole group at once, never SIGTERM (a paused vast container gets no notice); remove deletes
-the directory (destroy deletes the disk). `close()` kills every group: no process outlives the simulator.
+SIGKILL to the whole group at once, never SIGTERM (a paused vast container gets no notice), and to every
+process that left the group (a `setsid` child, the agent's job in its own session): each carries the
+instance's marker in its environment (`VASTFLEET_SIM_INSTANCE`), as a container holds all its processes.
+Remove deletes the directory (destroy deletes the disk). `close()` kills every instance: no process outlives
+the simulator.
 """
 
 from __future__ import annotations
@@ -82,8 +85,29 @@ def instance_env(inst: Instance, machine: Machine, sandbox: Path, bin_dir: Path)
     return env
 
 
+MARKER = "VASTFLEET_SIM_INSTANCE"
+
+
+def marked(marker: str, prefix: bool = False) -> list[int]:
+    """Pids of the processes whose environment carries `MARKER=marker` (or a value starting with it)."""
+    needle = f"{MARKER}={marker}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                env = fh.read().split(b"\0")
+        except OSError:
+            continue
+        if any(v.startswith(needle) if prefix else v == needle for v in env):
+            found.append(int(entry))
+    return found
+
+
 class ProcessRunner:
     def __init__(self, workdir: Path) -> None:
+        self.token = os.urandom(6).hex()  # two simulators on one machine never touch each other's processes
         self.root = Path(workdir) / "instances"
         self.root.mkdir(parents=True, exist_ok=True)
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
@@ -117,6 +141,7 @@ class ProcessRunner:
             machine.cuda_max_good,
         )
         env = instance_env(inst, machine, sandbox, bin_dir)
+        env[MARKER] = self.marker(inst.id)
         with open(self.log_path(inst.id), "ab") as log:
             proc = subprocess.Popen(
                 ["/bin/sh", "-c", inst.onstart or "true"],
@@ -130,6 +155,9 @@ class ProcessRunner:
         with self.lock:
             self.procs[inst.id] = proc
 
+    def marker(self, instance_id: int) -> str:
+        return f"{self.token}:{int(instance_id)}"
+
     def kill(self, instance_id: int) -> None:
         with self.lock:
             proc = self.procs.pop(instance_id, None)
@@ -141,11 +169,26 @@ class ProcessRunner:
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        self._sweep(instance_id)
         try:
             self.last_exit[instance_id] = proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self.last_exit[instance_id] = None
         self.kills[instance_id] = self.kills.get(instance_id, 0) + 1
+
+    def _sweep(self, instance_id: int | None) -> None:
+        """Every process of the instance (None: of every instance) that left its group: a container's stop
+        spares none of them. A process may fork while it is swept, hence a few rounds."""
+        for _ in range(5):
+            found = marked(f"{self.token}:", prefix=True) if instance_id is None else marked(self.marker(instance_id))
+            pids = [p for p in found if p != os.getpid()]
+            if not pids:
+                return
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
 
     def remove(self, instance_id: int) -> None:
         self.kill(instance_id)
@@ -187,3 +230,4 @@ class ProcessRunner:
             ids = list(self.procs)
         for iid in ids:
             self.kill(iid)
+        self._sweep(None)

@@ -19,6 +19,8 @@ class JobState(str, Enum):
     PLACING = "PLACING"  # an offer is chosen and an instance is being created
     BOOTING = "BOOTING"  # the instance exists; waiting for the agent's first heartbeat
     RUNNING = "RUNNING"  # the agent heartbeats and the command runs
+    PAUSED = "PAUSED"  # the marketplace paused the attempt (outbid, stopped) and its agent fell silent: waiting,
+    #                    raising the bid or moving; back to RUNNING when it resumes
     INTERRUPTED = "INTERRUPTED"  # preempted, host lost or stuck; will be re-queued from the last checkpoint
     SUCCEEDED = "SUCCEEDED"  # the command exited 0 (terminal)
     FAILED = "FAILED"  # the command failed and retries are spent, or preemptions passed their cap (terminal)
@@ -30,7 +32,9 @@ class JobState(str, Enum):
 
 
 TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
-ACTIVE_STATES = frozenset({JobState.PLACING, JobState.BOOTING, JobState.RUNNING})
+ACTIVE_STATES = frozenset({JobState.PLACING, JobState.BOOTING, JobState.RUNNING, JobState.PAUSED})
+# the states in which an attempt holds (or waits for) an instance of its own
+ATTEMPT_STATES = frozenset({JobState.BOOTING, JobState.RUNNING, JobState.PAUSED})
 
 
 class CheckpointRef(BaseModel):
@@ -60,6 +64,13 @@ class Job(BaseModel):
     instance_id: int | None = None  # the marketplace instance of the current epoch
     offer_id: int | None = None
     bid: float | None = None  # $/h bid of the current epoch; None = on demand
+    machine_id: int | None = None  # the machine of the current attempt's offer (known before it is listed)
+    offer_dph: float | None = None  # the offer's on-demand $/h at placement: no bid of this attempt goes above it
+    expected_cost_usd: float | None = None  # what the placement expected the rest of the job to cost
+    paused_at: float | None = None  # when the attempt was last seen paused (PAUSED)
+    rebids: int = 0  # bid raises of this attempt (each waits longer than the last; capped)
+    rebid_at: float | None = None  # when the bid was last raised
+    fruitless: int = 0  # attempts in a row that ended without new progress (no checkpoint committed)
     preemptions: int = 0
     errors: int = 0  # failed runs, against retries_on_error
     progress: dict[str, Any] = Field(default_factory=dict)  # last heartbeat's progress

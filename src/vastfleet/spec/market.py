@@ -29,6 +29,7 @@ class Offer(BaseModel):
     dlperf: float  # whole machine
     dph_total: float  # on-demand $/h, whole offer, storage included at the searched size
     min_bid: float  # lowest accepted bid $/h for interruptible use
+    dph_base: float = 0.0  # on-demand compute $/h without storage (0: unknown, dph_total stands in)
     storage_cost: float = 0.0  # $/GB/month
     inet_up: float = 0.0  # Mbps
     inet_down: float = 0.0
@@ -78,6 +79,7 @@ class Instance(BaseModel):
     ports: dict[str, Any] = Field(default_factory=dict)
     image_uuid: str | None = None
     reliability: float | None = None
+    gpu_ids: tuple[int, ...] | None = None  # the machine's GPUs it holds or waits for, when the listing says
 
 
 class OfferQuery(BaseModel):

@@ -11,12 +11,13 @@ Never does I/O and imports no redis, vastai or boto3. Entry points:
 """
 
 from vastfleet.scheduler.policy.allocate import decide_on_table, decide_placements
-from vastfleet.scheduler.policy.bid import choose_bid, lower_running_bid, on_outbid, outbid_decision
+from vastfleet.scheduler.policy.bid import lower_running_bid, on_outbid, outbid_decision
 from vastfleet.scheduler.policy.cadence import checkpoint_interval
 from vastfleet.scheduler.policy.cost import Terms, option_terms
 from vastfleet.scheduler.policy.deadline import interruptible_allowed, should_escalate_to_on_demand, slack_s
 from vastfleet.scheduler.policy.explain import RankedOffer, Ranking, rank_offers
 from vastfleet.scheduler.policy.filters import CHAIN, feasible
+from vastfleet.scheduler.policy.fleet import FleetGuard, Holdings, Rental
 from vastfleet.scheduler.policy.hazard import FleetStats, hazards, rental_hazards
 from vastfleet.scheduler.policy.types import (
     Decision,
@@ -31,8 +32,36 @@ from vastfleet.scheduler.policy.types import (
 from vastfleet.scheduler.policy.waiting import best_wait, held_until
 
 __all__ = [
-    "CHAIN", "Decision", "FleetStats", "FutureOffers", "JobView", "OfferTable", "Placement", "PolicyParams", "RankedOffer",
-    "Ranking", "Terms", "Wait", "best_wait", "checkpoint_interval", "choose_bid", "decide_on_table", "decide_placements", "feasible",
-    "hazards", "held_until", "interruptible_allowed", "job_view_from_job", "lower_running_bid", "on_outbid", "option_terms",
-    "outbid_decision", "rank_offers", "rental_hazards", "should_escalate_to_on_demand", "slack_s",
+    "CHAIN",
+    "Decision",
+    "FleetGuard",
+    "FleetStats",
+    "FutureOffers",
+    "Holdings",
+    "JobView",
+    "OfferTable",
+    "Placement",
+    "PolicyParams",
+    "RankedOffer",
+    "Ranking",
+    "Rental",
+    "Terms",
+    "Wait",
+    "best_wait",
+    "checkpoint_interval",
+    "decide_on_table",
+    "decide_placements",
+    "feasible",
+    "hazards",
+    "held_until",
+    "interruptible_allowed",
+    "job_view_from_job",
+    "lower_running_bid",
+    "on_outbid",
+    "option_terms",
+    "outbid_decision",
+    "rank_offers",
+    "rental_hazards",
+    "should_escalate_to_on_demand",
+    "slack_s",
 ]

@@ -19,6 +19,7 @@ from vastfleet.scheduler.policy.cost import Terms, option_terms
 from vastfleet.scheduler.policy.deadline import job_costs, od_fallback, slack_s
 from vastfleet.scheduler.policy.explain import option_terms_dict, reason_text
 from vastfleet.scheduler.policy.filters import feasible
+from vastfleet.scheduler.policy.fleet import FleetGuard, Holdings
 from vastfleet.scheduler.policy.hazard import FleetStats
 from vastfleet.scheduler.policy.types import FutureOffers, JobView, OfferTable, Placement, PolicyParams, Wait
 from vastfleet.scheduler.policy.waiting import best_wait
@@ -32,8 +33,11 @@ def _group_key(job: JobView) -> tuple[object, ...]:
 def decide_on_table(jobs: Sequence[JobView], table: OfferTable, fleet: FleetStats, now: float,
                     params: PolicyParams, *, first_overhead_s: float | None = None,
                     bandwidth: bool = True, future: FutureOffers | None = None,
-                    waits: list[Wait] | None = None) -> list[Placement]:
+                    waits: list[Wait] | None = None, holdings: Holdings | None = None) -> list[Placement]:
     """The vectorised allocator over an `OfferTable` (what the benchmark calls directly).
+
+    `holdings`: the fleet's own rentals and creates in flight; no placement takes GPUs one of them holds, and
+    each machine gets at most one placement per pass (`fleet.FleetGuard`).
 
     `first_overhead_s`/`bandwidth` price the start (default: a fresh launch); pass 0/False to price staying
     where a job already runs. With `future`, a job whose best offer now is clearly dearer than one expected
@@ -45,6 +49,9 @@ def decide_on_table(jobs: Sequence[JobView], table: OfferTable, fleet: FleetStat
         return []
     groups: dict[tuple[object, ...], tuple[np.ndarray, Terms]] = {}
     taken = np.zeros(n, dtype=bool)
+    guard = FleetGuard(table, holdings or Holdings())
+    machines = table.machine
+    assert machines is not None
     prepared: list[tuple[float, int, int, JobView]] = []
     for order, job in enumerate(jobs):
         key = _group_key(job)
@@ -53,7 +60,8 @@ def decide_on_table(jobs: Sequence[JobView], table: OfferTable, fleet: FleetStat
             sub = table.take(idx)
             groups[key] = (idx, option_terms(sub, fleet, params, ref_dlperf=job.reference_dlperf(),
                                              ckpt_s=job.checkpoint_cost_s, checkpoints=job.checkpoints,
-                                             first_overhead_s=first_overhead_s, bandwidth=bandwidth))
+                                             first_overhead_s=first_overhead_s, bandwidth=bandwidth,
+                                             price_cap=job.max_price_per_hour))
         _, t = groups[key]
         od_speed = float(t.speed.max()) if len(t.speed) else 1.0
         slack = slack_s(now, job.deadline_at, job.remaining_work_hours, od_speed, params, job.checkpoint_cost_s)
@@ -66,11 +74,18 @@ def decide_on_table(jobs: Sequence[JobView], table: OfferTable, fleet: FleetStat
         if idx.size == 0:
             continue
         cost_bid, cost_od, bid_ok, od_ok, slack, why = job_costs(job, t, table.dph[idx], now, params, taken[idx])
+        no_bid, no_od = guard.blocked(idx)
+        cost_bid = np.where(no_bid, np.inf, cost_bid)
+        cost_od = np.where(no_od, np.inf, cost_od)
         w = job.remaining_work_hours
         is_bid = cost_bid <= cost_od
         cost = np.where(is_bid, cost_bid, cost_od)
-        if bid_ok and od_ok and job.deadline_at is not None and not np.isfinite(cost_bid[~taken[idx]]).any():
-            continue  # slack to spare and no interruptible offer now: wait for one
+        # Slack to spare and no interruptible offer now: wait for one. An offer whose bid would cost more than
+        # its on-demand price (within the job's cap) is there, just dearer: no reason to wait.
+        mb = table.min_bid[idx]
+        bid_now = np.isfinite(cost_bid) | ((mb > table.dph[idx]) & (mb <= job.max_price_per_hour))
+        if bid_ok and od_ok and job.deadline_at is not None and not bid_now[~taken[idx]].any():
+            continue
         chosen = _walk(cost, idx, taken, params.candidates)
         if chosen < 0:
             continue
@@ -86,10 +101,12 @@ def decide_on_table(jobs: Sequence[JobView], table: OfferTable, fleet: FleetStat
                     waits.append(wait[1])
                 continue
         taken[i] = True
+        guard.take(i)
         kind: Literal["bid", "on_demand"] = "bid" if is_bid[chosen] else "on_demand"
         terms = option_terms_dict(t, int(chosen), kind, w, slack)
         terms["price_per_hour"] = round(float(t.bid[chosen] if kind == "bid" else table.dph[i]), 6)
-        placements.append(Placement(job.job_id, int(table.ids[i]), kind,
+        terms["on_demand_per_hour"] = round(float(table.dph[i]), 6)  # the ceiling of any later re-bid
+        placements.append(Placement(job.job_id, int(table.ids[i]), int(machines[i]), kind,
                                     float(t.bid[chosen]) if kind == "bid" else None, float(cost[chosen]),
                                     reason_text(kind, terms, float(cost[chosen]), why), terms))
     return placements
@@ -108,8 +125,9 @@ def _walk(cost: np.ndarray, idx: np.ndarray, taken: np.ndarray, k: int) -> int:
 
 def decide_placements(jobs: list[JobView], offers: list[Offer], fleet: FleetStats, now: float,
                       params: PolicyParams, *, future: FutureOffers | None = None,
-                      waits: list[Wait] | None = None) -> list[Placement]:
-    """The live loop's entry point: placements for pending jobs, each offer used at most once."""
+                      waits: list[Wait] | None = None, holdings: Holdings | None = None) -> list[Placement]:
+    """The live loop's entry point: placements for pending jobs, each offer used at most once, none over
+    GPUs our own rentals hold."""
     disk = max((j.disk_gb for j in jobs), default=20.0)
     return decide_on_table(jobs, OfferTable.from_offers(offers, disk), fleet, now, params, future=future,
-                           waits=waits)
+                           waits=waits, holdings=holdings)

@@ -21,13 +21,6 @@ from vastfleet.scheduler.policy.types import Decision, JobView, OfferTable, Poli
 from vastfleet.spec import Offer
 
 
-def choose_bid(job: JobView, offer: Offer, fleet: FleetStats, params: PolicyParams) -> tuple[float, float]:
-    """(bid $/h, margin) minimising the expected cost of finishing `job` on `offer`."""
-    t = option_terms(OfferTable.from_offers([offer], job.disk_gb), fleet, params,
-                     ref_dlperf=job.reference_dlperf(), ckpt_s=job.checkpoint_cost_s, checkpoints=job.checkpoints)
-    return float(t.bid[0]), float(t.margin[0])
-
-
 def lower_running_bid(job: JobView, here: OfferTable, current_bid: float, fleet: FleetStats,
                       params: PolicyParams) -> float | None:
     """The lowest running bid fell under a running rental's bid (`here.min_bid`, one row): the bid to change
@@ -35,8 +28,10 @@ def lower_running_bid(job: JobView, here: OfferTable, current_bid: float, fleet:
     now, for the work left."""
     t = option_terms(here, fleet, params, ref_dlperf=job.reference_dlperf(), ckpt_s=job.checkpoint_cost_s,
                      checkpoints=job.checkpoints, work_h=job.remaining_work_hours, first_overhead_s=0.0,
-                     bandwidth=False)
+                     bandwidth=False, price_cap=job.max_price_per_hour)
     bid = float(t.bid[0])
+    if not math.isfinite(float(t.a_bid[0])):
+        return None  # no bid on it fits the ceilings: keep the one it has
     return bid if bid < current_bid * (1.0 - 1e-6) else None
 
 
@@ -47,14 +42,14 @@ def outbid_decision(job: JobView, paused: OfferTable, others: OfferTable, fleet:
     ref = job.reference_dlperf()
     raise_t = option_terms(paused, fleet, params, ref_dlperf=ref, ckpt_s=job.checkpoint_cost_s,
                            checkpoints=job.checkpoints, work_h=w, first_overhead_s=params.resume_overhead_s,
-                           bandwidth=False)
+                           bandwidth=False, price_cap=job.max_price_per_hour)
     raise_cost = float(raise_t.a_bid[0] * w + raise_t.b_bid[0])
     mask = feasible(job, others, now) if len(others) else np.zeros(0, dtype=bool)
     move_cost, move_od_speed = math.inf, 0.0
     if mask.any():
         sub = others.take(np.flatnonzero(mask))
         mt = option_terms(sub, fleet, params, ref_dlperf=ref, ckpt_s=job.checkpoint_cost_s,
-                          checkpoints=job.checkpoints, work_h=w)
+                          checkpoints=job.checkpoints, work_h=w, price_cap=job.max_price_per_hour)
         costs = np.minimum(mt.a_bid * w + mt.b_bid, mt.a_od * w + mt.b_od)
         move_cost = float(costs.min())
         move_od_speed = float(mt.speed.max())
@@ -65,6 +60,9 @@ def outbid_decision(job: JobView, paused: OfferTable, others: OfferTable, fleet:
     if job.interruptible == "never" or not interruptible_allowed(slack, float(raise_t.tau_bid[0]), params,
                                                                  job.checkpoint_cost_s):
         return Decision("move", None, move_cost, "slack no longer covers another interruption: move", terms)
+    if not math.isfinite(raise_cost):
+        return Decision("move", None, move_cost, "no bid on the paused instance fits the price ceilings: move",
+                        terms)
     if raise_cost <= move_cost:
         bid = float(raise_t.bid[0])
         return Decision("raise", bid, raise_cost,

@@ -63,8 +63,12 @@ def wall_factor(h: np.ndarray, tau: np.ndarray, ckpt_s: float, overhead_s: float
 
 def option_terms(table: OfferTable, stats: FleetStats, params: PolicyParams, *, ref_dlperf: float,
                  ckpt_s: float, checkpoints: bool = True, work_h: float = 1.0, first_overhead_s: float | None = None,
-                 bandwidth: bool = True) -> Terms:
-    """Expected-cost terms for bidding (best margin) and on demand on every offer of `table`."""
+                 bandwidth: bool = True, price_cap: float = float("inf")) -> Terms:
+    """Expected-cost terms for bidding (best margin) and on demand on every offer of `table`.
+
+    No price above the fleet's ceiling or `price_cap` (the job's) is ever chosen, and no bid above the
+    offer's on-demand price: such options cost infinity, so whatever arithmetic made min_bid, the bid stays
+    bounded."""
     p = params
     margins = np.asarray(p.margins, dtype=float)
     loss, off, outbid = hazards(stats, table.host, table.gpu, table.reliability, margins, p.prior_strength,
@@ -83,15 +87,19 @@ def option_terms(table: OfferTable, stats: FleetStats, params: PolicyParams, *, 
         a = (rate * f + rb * h * f) / sp
         return a, tau, f, rate
 
+    ceiling = np.minimum(table.ceiling(p), price_cap)
     bids = table.min_bid[:, None] * (1.0 + margins[None, :])
     h_all = loss[:, None] + outbid
     a_all, tau_all, f_all, _ = per_kind(bids, h_all)
+    bid_cap = np.minimum(ceiling, table.dph)[:, None] * (1.0 + 1e-9)
+    a_all = np.where((bids <= bid_cap) & np.isfinite(bids) & (bids > 0), a_all, np.inf)
     best = np.argmin(a_all, axis=1) if len(table) else np.zeros(0, dtype=np.int64)
     rows = np.arange(len(table))
     bid = bids[rows, best]
     a_bid = a_all[rows, best]
     b_bid = (bid + table.storage_dph) * r0 / 3600.0 + bw
     a_od, tau_od, f_od, _ = per_kind(table.dph, off)
+    a_od = np.where((table.dph <= ceiling * (1.0 + 1e-9)) & np.isfinite(table.dph), a_od, np.inf)
     b_od = (table.dph + table.storage_dph) * r0 / 3600.0 + bw
     return Terms(a_bid=a_bid, b_bid=b_bid, bid=bid, margin=margins[best], h_bid=h_all[rows, best],
                  tau_bid=tau_all[rows, best], a_od=a_od, b_od=b_od, h_od=off, tau_od=tau_od, speed=speed,

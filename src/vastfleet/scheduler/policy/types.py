@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from vastfleet.errors import BadInput
 from vastfleet.spec import Job, Offer
 from vastfleet.spec.gpus import gpu_model
 
@@ -76,11 +77,34 @@ class PolicyParams:
     outbid_prior_scale: float = 0.1  # relative size of a typical competing bid over min_bid
     candidates: int = 32  # per-job shortlist the allocator walks before recomputing
     wait_saving: float = 0.05  # wait for an offer that is back later only when it saves this share
+    # The fleet's price ceiling per GPU-hour (bids and on demand alike): a multiple of the catalogue's typical
+    # on-demand price, and a flat bound for models the catalogue lacks. Bids also stay under the offer's own
+    # on-demand price and the job's cap.
+    max_price_factor: float = 3.0
+    max_price_per_gpu_hour: float = 50.0
+    max_rebids: int = 3  # raises of one paused attempt's bid before it moves
+
+
+def catalogue_dph(names: np.ndarray) -> np.ndarray:
+    """The catalogue's typical on-demand $/h per GPU for each name (NaN where the model is unknown)."""
+    out = np.full(len(names), np.nan)
+    for name in set(names.tolist()):
+        try:
+            price = gpu_model(str(name)).dph
+        except BadInput:
+            continue
+        out[names == name] = price
+    return out
 
 
 @dataclass
 class OfferTable:
-    """Offers as parallel numpy arrays (index i is one offer)."""
+    """Offers as parallel numpy arrays (index i is one offer).
+
+    `dph` is the on-demand compute price (storage is `storage_dph`): no bid of ours goes above it (rent on
+    demand instead). `machine` says which offers share GPUs (a machine lists several bundles); `gpu_dph`
+    is the catalogue price per GPU, the base of the fleet's price ceiling. Both default from the rest.
+    """
 
     ids: np.ndarray  # int64
     host: np.ndarray  # int64
@@ -99,6 +123,14 @@ class OfferTable:
     verified: np.ndarray  # bool
     ports: np.ndarray
     geo: np.ndarray  # object (str)
+    machine: np.ndarray | None = None  # int64; default: each offer its own machine
+    gpu_dph: np.ndarray | None = None  # catalogue $/h per GPU (NaN: unknown model); default from `gpu`
+
+    def __post_init__(self) -> None:
+        if self.machine is None:
+            self.machine = np.asarray(self.ids, dtype=np.int64).copy()
+        if self.gpu_dph is None:
+            self.gpu_dph = catalogue_dph(np.asarray(self.gpu, dtype=object))
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -109,17 +141,27 @@ class OfferTable:
             return np.array([getattr(o, name) for o in offers], dtype=dtype)
 
         storage = np.array([o.storage_cost * disk_gb / 730.0 for o in offers], dtype=float)
+        od_compute = np.array([o.dph_base if o.dph_base > 0 else o.dph_total for o in offers], dtype=float)
         return cls(
             ids=arr("id", np.int64), host=arr("host_id", np.int64), gpu=arr("gpu_name", object),
             num_gpus=arr("num_gpus", np.int64), gpu_ram=arr("gpu_ram_gb"), cuda=arr("cuda_max_good"),
-            dlperf=arr("dlperf"), dph=arr("dph_total"), min_bid=arr("min_bid"), storage_dph=storage,
+            dlperf=arr("dlperf"), dph=od_compute, min_bid=arr("min_bid"), storage_dph=storage,
             inet_down=arr("inet_down"), inet_down_cost=arr("inet_down_cost"), disk=arr("disk_space"),
             reliability=arr("reliability"), verified=arr("verified", bool), ports=arr("direct_port_count"),
-            geo=arr("geolocation", object),
+            geo=arr("geolocation", object), machine=arr("machine_id", np.int64),
         )
 
     def take(self, idx: np.ndarray) -> OfferTable:
         return OfferTable(**{k: v[idx] for k, v in self.__dict__.items()})
+
+    def ceiling(self, params: PolicyParams) -> np.ndarray:
+        """The most we pay for compute per hour on each offer, bid or on demand: the fleet's ceiling (a multiple
+        of the catalogue price, or a flat $/GPU-hour) and never above the offer's own on-demand price for a bid
+        (the caller applies that one). Unknown GPU models get only the flat ceiling."""
+        n = np.maximum(np.asarray(self.num_gpus, dtype=float), 1.0)
+        assert self.gpu_dph is not None
+        by_catalogue = np.where(np.isfinite(self.gpu_dph), self.gpu_dph * params.max_price_factor * n, np.inf)
+        return np.minimum(by_catalogue, params.max_price_per_gpu_hour * n)
 
 
 @dataclass
@@ -152,6 +194,7 @@ class Wait:
 class Placement:
     job_id: str
     offer_id: int
+    machine_id: int
     kind: Literal["on_demand", "bid"]
     bid: float | None
     expected_cost: float
