@@ -66,7 +66,7 @@ def undecodable(raw: dict[str, str]) -> tuple[Job | None, str]:
         if name.startswith("_"):
             continue
         try:
-            values[name] = json.loads(text)
+            values[name] = json.loads(text, parse_constant=_no_constant)
         except (ValueError, RecursionError) as exc:
             problem = str(exc).splitlines()[0] if isinstance(exc, ValueError) else "nested too deeply"
             return None, f"field {name!r} is not valid JSON ({problem})"
@@ -77,6 +77,12 @@ def undecodable(raw: dict[str, str]) -> tuple[Job | None, str]:
         return None, cap("the record does not validate: " + "; ".join(problems))
     except (ValueError, TypeError, RecursionError) as exc:  # a validator's own failure on odd data
         return None, cap(f"the record does not validate: {type(exc).__name__}")
+
+
+def _no_constant(name: str) -> Any:
+    # Python's json reads NaN and Infinity, but no JSON writer of an answer may write them back (the API
+    # would answer 500 on the listing); our encoder never writes them, so such a record was made by hand.
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def cap(reason: str) -> str:
