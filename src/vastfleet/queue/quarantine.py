@@ -19,7 +19,8 @@ The script quarantines only the record the reader saw (same `updated_at`): a rec
 is left for the next read to judge. `release` undoes it once the record decodes again (after a repair of
 the hash, or an upgrade that reads it), putting it back in the indexes its state names.
 
-Reasons never quote field values (an env value may be a secret), only field names and what is wrong.
+Reasons name fields and what is wrong with them, in the spec's own words; they never quote a field's
+stored text (an env value may be a secret).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from pydantic import ValidationError
 from vastfleet.errors import Conflict, NotFound
 from vastfleet.queue.keys import Keys
 from vastfleet.spec.job import Job, JobState
+from vastfleet.spec.jobspec import location
 from vastfleet.spec.summary import QuarantineDetail, QuarantineEntry
 
 log = logging.getLogger(__name__)
@@ -59,8 +61,8 @@ class JobQuarantined(NotFound):
         return cls(f"job {job_id} is quarantined: {reason}", job_id=job_id)
 
 
-def undecodable(raw: dict[str, str]) -> tuple[Job | None, str]:
-    """The job, or why its record does not decode (field names and problems, never the values)."""
+def try_decode(raw: dict[str, str]) -> tuple[Job | None, str]:
+    """The job, or why its record does not decode (field names and problems, never the stored text)."""
     values: dict[str, Any] = {}
     for name, text in raw.items():
         if name.startswith("_"):
@@ -73,7 +75,7 @@ def undecodable(raw: dict[str, str]) -> tuple[Job | None, str]:
     try:
         return Job.model_validate(values), ""
     except ValidationError as exc:
-        problems = [f"{'.'.join(str(p) for p in err['loc']) or '(record)'}: {err['msg']}" for err in exc.errors()]
+        problems = [f"{location(err['loc'])}: {err['msg']}" for err in exc.errors()]
         return None, cap("the record does not validate: " + "; ".join(problems))
     except (ValueError, TypeError, RecursionError) as exc:  # a validator's own failure on odd data
         return None, cap(f"the record does not validate: {type(exc).__name__}")
@@ -207,7 +209,7 @@ class Quarantine:
         raw = {_text(a): _text(b) for a, b in self.redis.hgetall(self.keys.quarantined(job_id)).items()}
         if not raw:
             raise NotFound(f"job {job_id} is not quarantined", job_id=job_id)
-        job, reason = undecodable(raw)
+        job, reason = try_decode(raw)
         if job is None:
             raise Conflict(f"job {job_id} still does not decode: {reason}", job_id=job_id)
         k = self.keys

@@ -32,7 +32,7 @@ from pydantic import TypeAdapter, ValidationError
 from vastfleet.errors import BadInput, Conflict, IllegalTransition, NotFound, StaleEpoch
 from vastfleet.queue.keys import Keys
 from vastfleet.queue.machine import StateMachine, pairs
-from vastfleet.queue.quarantine import JobQuarantined, Quarantine, undecodable
+from vastfleet.queue.quarantine import JobQuarantined, Quarantine, try_decode
 from vastfleet.spec.job import CheckpointRef, Job, JobEvent, JobState
 from vastfleet.spec.jobspec import JobSpec
 
@@ -254,7 +254,7 @@ class JobStore:
                     raise JobQuarantined.of(job_id, why)
                 raise NotFound(f"no job {job_id}", job_id=job_id)
             fields = {_text(k): _text(v) for k, v in raw.items()}
-            job, reason = undecodable(fields)
+            job, reason = try_decode(fields)
             if job is not None:
                 return job
             if self.quarantine.set_aside(job_id, fields, reason) != "changed":
@@ -314,7 +314,7 @@ class JobStore:
             if not raw:  # quarantined (or deleted by hand) after the index was read
                 continue
             fields = {_text(k): _text(v) for k, v in raw.items()}
-            job, reason = undecodable(fields)
+            job, reason = try_decode(fields)
             if job is None:
                 self.quarantine.set_aside(job_id, fields, reason, members[at] if members else "")
                 continue
