@@ -20,10 +20,11 @@ from urllib.parse import urlsplit, urlunsplit
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from vastfleet.client import Client
 from vastfleet.errors import BadInput, VastfleetError
-from vastfleet.spec import Job, JobEvent
+from vastfleet.spec import Job, JobEvent, JobSummary
 from vastfleet.spec.durations import format_duration
 from vastfleet.spec.jobspec import load_job_spec
 
@@ -160,9 +161,11 @@ def status(
     job_id: Annotated[str | None, typer.Argument(metavar="[JOB]", help="one job's details; all jobs without")]
     = None,
     state: Annotated[str | None, typer.Option(help="only jobs in this state")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="at most this many jobs (the most recent)")] = 100,
+    before: Annotated[str | None, typer.Option(metavar="JOB", help="the jobs submitted before this one")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Show all jobs, or one job's details."""
+    """Show the most recent jobs (a summary of each), or one job's details."""
     with Client() as client:
         if job_id is not None:
             job = client.get(job_id)
@@ -171,13 +174,15 @@ def status(
             else:
                 out.print(job_details(job))
             return
-        jobs = client.list(state=state)
+        jobs = client.list(state=state, limit=limit, before=before)
     if as_json:
         print_json([j.model_dump(mode="json") for j in jobs])
     elif not jobs:
-        typer.echo("no jobs" + (f" in state {state.upper()}" if state else ""))
+        typer.echo("no jobs" + (f" in state {state.upper()}" if state else "") + (f" before {before}" if before else ""))
     else:
         out.print(jobs_table(jobs))
+        if len(jobs) == limit:  # there may be older ones: say how to see them
+            typer.echo(f"(the {limit} most recent shown; older: --before {jobs[0].id})", err=True)
 
 
 @app.command()
@@ -204,14 +209,21 @@ def events(
         out.print(events_table(history))
 
 
-def jobs_table(jobs: list[Job]) -> Table:
+def jobs_table(jobs: list[JobSummary]) -> Table:
     table = Table(box=None, header_style="bold")
     for column in ("ID", "NAME", "STATE", "EPOCH", "PRIORITY", "SUBMITTED", "INSTANCE", "REASON"):
         table.add_column(column, no_wrap=column != "REASON", min_width=24 if column == "REASON" else None)
     for job in jobs:
-        table.add_row(job.id, job.spec.name, job.state.value, str(job.epoch), str(job.spec.priority),
-                      ago(job.submitted_at), "-" if job.instance_id is None else str(job.instance_id), job.reason)
+        table.add_row(*plain(job.id, job.name, job.state.value, str(job.epoch), str(job.priority),
+                             ago(job.submitted_at), "-" if job.instance_id is None else str(job.instance_id),
+                             job.reason))
     return table
+
+
+def plain(*cells: str) -> list[Text]:
+    """Cells as literal text: a reason or an image may hold `[...]`, which rich would read as markup (and
+    a stray `[/x]` made it raise instead of printing the table)."""
+    return [Text(cell) for cell in cells]
 
 
 def job_details(job: Job) -> Table:
@@ -236,7 +248,7 @@ def job_details(job: Job) -> Table:
     if job.cancel_requested:
         rows.append(("cancel", "requested"))
     for key, value in rows:
-        table.add_row(key, value)
+        table.add_row(*plain(key, value))
     return table
 
 
@@ -248,7 +260,7 @@ def events_table(history: list[JobEvent]) -> Table:
         change = ""
         if event.to_state is not None:
             change = f"{event.from_state.value if event.from_state else '∅'} → {event.to_state.value}"
-        table.add_row(when(event.at), event.kind, change, str(event.epoch), event.reason)
+        table.add_row(*plain(when(event.at), event.kind, change, str(event.epoch), event.reason))
     return table
 
 

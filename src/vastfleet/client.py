@@ -22,12 +22,14 @@ from vastfleet.errors import (
     Unauthorized,
     VastfleetError,
 )
-from vastfleet.spec import Job, JobEvent, JobSpec, JobState
+from vastfleet.spec import Job, JobEvent, JobSpec, JobState, JobSummary
+from vastfleet.spec.summary import QuarantineEntry
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 
 _BY_STATUS: dict[int, type[VastfleetError]] = {
-    401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 422: BadInput, 503: RetryLater,
+    401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 413: BadInput, 422: BadInput,
+    503: RetryLater,
 }
 
 
@@ -56,11 +58,18 @@ class Client:
         body = spec.model_dump(mode="json") if isinstance(spec, JobSpec) else spec
         return Job.model_validate(self._call("POST", "/v1/jobs", json=body))
 
-    def list(self, state: JobState | str | None = None, limit: int = 1000) -> builtins.list[Job]:
+    def list(self, state: JobState | str | None = None, limit: int = 100, *, before: str | None = None,
+             after: str | None = None) -> builtins.list[JobSummary]:
+        """Job summaries in submit order: the `limit` (at most 1000) most recent, or those just before or
+        after a job id (the first of a page is the cursor to the older one). `get` has the full job."""
         params: dict[str, Any] = {"limit": limit}
         if state is not None:
             params["state"] = state.value if isinstance(state, JobState) else state
-        return [Job.model_validate(j) for j in self._call("GET", "/v1/jobs", params=params)]
+        if before is not None:
+            params["before"] = before
+        if after is not None:
+            params["after"] = after
+        return [JobSummary.model_validate(j) for j in self._call("GET", "/v1/jobs", params=params)]
 
     def get(self, job_id: str) -> Job:
         return Job.model_validate(self._call("GET", f"/v1/jobs/{_segment(job_id)}"))
@@ -72,6 +81,11 @@ class Client:
         params: dict[str, Any] = {"limit": limit} | ({"after": after} if after else {})
         data = self._call("GET", f"/v1/jobs/{_segment(job_id)}/events", params=params)
         return [JobEvent.model_validate(e) for e in data]
+
+    def quarantined(self, limit: int = 100) -> builtins.list[QuarantineEntry]:
+        """Jobs whose records no longer decode, set aside by the server."""
+        return [QuarantineEntry.model_validate(q) for q in self._call("GET", "/v1/quarantine",
+                                                                         params={"limit": limit})]
 
     def health(self) -> dict[str, Any]:
         return self._call("GET", "/healthz")  # type: ignore[no-any-return]

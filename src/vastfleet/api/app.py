@@ -1,7 +1,8 @@
 """The FastAPI application: user routes, the agent routes and metrics when given, health, error mapping.
 
 Errors of `vastfleet.errors` become their `http_status` with `{"detail": message}`; a malformed body gets
-422 with the same pointing message the CLI prints; a Redis outage is a 503. Never a traceback to a client.
+422 with the same pointing message the CLI prints; a Redis outage is a 503; a body over the route's cap
+gets 413 before it is read (`vastfleet.api.limits`). Never a traceback to a client.
 Builds nothing it is not given: the caller (CLI, demo, tests) makes the store and the context.
 """
 
@@ -18,10 +19,13 @@ from fastapi.responses import JSONResponse
 import vastfleet
 from vastfleet.api import user_routes
 from vastfleet.api.context import ApiContext
+from vastfleet.api.limits import BodyLimit
 from vastfleet.errors import SpecError, VastfleetError
-from vastfleet.spec.jobspec import job_spec_from_dict
+from vastfleet.spec.jobspec import job_spec_from_dict, location
 
 log = logging.getLogger(__name__)
+
+_MAX_PROBLEMS = 20  # a body with a million bad entries gets the first ones and a count
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
@@ -29,6 +33,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
                   description="Submit and follow GPU jobs on the vast.ai marketplace.")
     app.state.ctx = ctx
     app.include_router(user_routes.router)
+    app.include_router(user_routes.quarantine_router)
+    app.add_middleware(BodyLimit, max_body=ctx.max_body_bytes, max_agent_body=ctx.max_agent_body_bytes)
     if ctx.agent_router is not None:
         app.include_router(ctx.agent_router)
     if ctx.metrics_app is not None:
@@ -77,11 +83,12 @@ def validation_message(request: Request, exc: RequestValidationError) -> str:
         except SpecError as spec_error:
             return spec_error.message
     lines = []
-    for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ())]
+    errors = exc.errors()
+    for err in errors[:_MAX_PROBLEMS]:
+        loc = list(err.get("loc", ()))
         if loc and loc[0] in ("body", "query", "path"):
             loc = loc[1:]
-        where = ".".join(loc) or "(body)"
+        where = location(loc) if loc else "(body)"
         if err.get("type") == "json_invalid":
             where, msg = "(body)", f"not valid JSON ({err.get('ctx', {}).get('error', 'decode error')})"
         elif is_submit and not loc:
@@ -89,4 +96,6 @@ def validation_message(request: Request, exc: RequestValidationError) -> str:
         else:
             msg = str(err.get("msg"))
         lines.append(f"  {where}: {msg.removeprefix('Value error, ')}")
+    if len(errors) > _MAX_PROBLEMS:
+        lines.append(f"  ... and {len(errors) - _MAX_PROBLEMS} more problems")
     return ("invalid job spec:\n" if is_submit else "invalid request:\n") + "\n".join(lines)

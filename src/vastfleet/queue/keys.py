@@ -10,6 +10,9 @@ Layout under a prefix (default `vf`):
     {p}:seq               string   the submit sequence counter
     {p}:events:{id}       stream   one job's history: one entry per transition, plus notes
     {p}:events            stream   every job's events, capped (for watchers and the exporter)
+    {p}:quarantined:{id}  hash     a job record that no longer decodes, moved aside as it was
+    {p}:quarantine        zset     the quarantined job ids, scored by submit time
+    {p}:quarantine:reasons hash    id -> {"reason", "at"}: why and when each was quarantined
     {p}:lease:{name}      hash     a lease: owner, token, expires_at
     {p}:lease:{name}:token string  the lease's fencing-token counter; never reset
 
@@ -56,6 +59,17 @@ class Keys:
     @property
     def all_events(self) -> str:
         return f"{self.prefix}:events"
+
+    def quarantined(self, job_id: str) -> str:
+        return f"{self.prefix}:quarantined:{job_id}"
+
+    @property
+    def quarantine(self) -> str:
+        return f"{self.prefix}:quarantine"
+
+    @property
+    def quarantine_reasons(self) -> str:
+        return f"{self.prefix}:quarantine:reasons"
 
     def lease(self, name: str) -> str:
         return f"{self.prefix}:lease:{name}"

@@ -9,6 +9,9 @@ they need and Python does every encoding through pydantic, so records round-trip
 Every state change goes through `vastfleet.queue.machine` (one script, atomic). The other writes here
 (`submit`, `update`, `commit_checkpoint`, `note`) are small scripts of their own, each atomic and each
 fenced where the contract says so. Never talks to a marketplace; never decides policy.
+
+The reads (`get`, `list`, `pending`) decode each record on its own: one that no longer decodes is moved
+aside (`vastfleet.queue.quarantine`) and skipped, so one bad record never stops a listing or a pass.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pydantic import TypeAdapter, ValidationError
 from vastfleet.errors import BadInput, Conflict, IllegalTransition, NotFound, StaleEpoch
 from vastfleet.queue.keys import Keys
 from vastfleet.queue.machine import StateMachine, pairs
+from vastfleet.queue.quarantine import JobQuarantined, Quarantine, try_decode
 from vastfleet.spec.job import CheckpointRef, Job, JobEvent, JobState
 from vastfleet.spec.jobspec import JobSpec
 
@@ -99,6 +103,27 @@ return event_id
 """
 
 
+# One page of an index in submit order, around a cursor job (exclusive). Equal submit times are ordered by
+# id, as Redis orders equal scores, so a page boundary never drops or repeats a job. The cursor's time
+# comes from the all-jobs index, or the quarantine's when the cursor job was quarantined since.
+PAGE_LUA = """
+local index, jobs, quarantine = KEYS[1], KEYS[2], KEYS[3]
+local limit, dir, cursor = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+if dir == '' then return {'ok', redis.call('ZRANGE', index, -limit, -1)} end
+local score = redis.call('ZSCORE', jobs, cursor) or redis.call('ZSCORE', quarantine, cursor)
+if not score then return {'nocursor'} end
+local pos = redis.call('ZCOUNT', index, '-inf', '(' .. score)
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', index, score, score)) do
+  if member < cursor or (member == cursor and dir == 'after') then pos = pos + 1 end
+end
+if dir == 'before' then
+  if pos == 0 then return {'ok', {}} end
+  return {'ok', redis.call('ZRANGE', index, math.max(0, pos - limit), pos - 1)}
+end
+return {'ok', redis.call('ZRANGE', index, pos, pos + limit - 1)}
+"""
+
+
 @cache
 def _adapter(name: str) -> TypeAdapter[Any]:
     return TypeAdapter(Job.model_fields[name].annotation)  # type: ignore[arg-type]
@@ -143,6 +168,9 @@ class JobStore:
         self._update = redis.register_script(UPDATE_LUA)
         self._commit = redis.register_script(COMMIT_LUA)
         self._note = redis.register_script(NOTE_LUA)
+        self._page = redis.register_script(PAGE_LUA)
+        # the records that no longer decode: list, inspect, release (`store.quarantine.list()`...)
+        self.quarantine = Quarantine(redis, self.keys, clock, self.EVENTS_CAP)
 
     # --- writes -------------------------------------------------------------------------------------
 
@@ -215,21 +243,44 @@ class JobStore:
     # --- reads --------------------------------------------------------------------------------------
 
     def get(self, job_id: str) -> Job:
-        raw = self.redis.hgetall(self.keys.job(job_id))
-        if not raw:
-            raise NotFound(f"no job {job_id}", job_id=job_id)
-        return decode_job({_text(k): _text(v) for k, v in raw.items()})
+        """The job; NotFound when there is none, JobQuarantined (a NotFound) when its record is set aside."""
+        for _ in range(3):  # a record rewritten while we quarantine it is read again
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hgetall(self.keys.job(job_id))
+            pipe.hget(self.keys.quarantine_reasons, job_id)
+            raw, why = pipe.execute()
+            if not raw:
+                if why is not None:
+                    raise JobQuarantined.of(job_id, why)
+                raise NotFound(f"no job {job_id}", job_id=job_id)
+            fields = {_text(k): _text(v) for k, v in raw.items()}
+            job, reason = try_decode(fields)
+            if job is not None:
+                return job
+            if self.quarantine.set_aside(job_id, fields, reason) != "changed":
+                raise JobQuarantined(f"job {job_id} is quarantined: {reason}", job_id=job_id)
+        raise Conflict(f"job {job_id} is being rewritten and does not decode; try again", job_id=job_id)
 
-    def list(self, state: JobState | None = None, limit: int = 1000) -> builtins.list[Job]:
-        """The `limit` most recently submitted jobs (of one state), oldest first."""
+    def list(self, state: JobState | None = None, limit: int = 1000, *, before: str | None = None,
+             after: str | None = None) -> builtins.list[Job]:
+        """The `limit` most recently submitted jobs (of one state), oldest first. With `before` (a job id,
+        e.g. the first of the previous page) the `limit` submitted just before it; with `after`, the
+        `limit` submitted just after it. Records that do not decode are quarantined and left out."""
+        if before is not None and after is not None:
+            raise BadInput("give before or after, not both")
+        cursor = before if before is not None else after
+        direction = "" if cursor is None else "before" if before is not None else "after"
         index = self.keys.jobs if state is None else self.keys.state(JobState(state))
-        ids = [_text(i) for i in self.redis.zrange(index, -max(1, limit), -1)]
-        return self._load(ids)
+        k = self.keys
+        reply = self._page(keys=[index, k.jobs, k.quarantine], args=[max(1, limit), direction, cursor or ""])
+        if _text(reply[0]) == "nocursor":
+            raise BadInput(f"{direction}: no job {cursor!r} (a cursor is the id of a listed job)")
+        return self._load([_text(i) for i in reply[1]])
 
     def pending(self, limit: int = 1000) -> builtins.list[Job]:
         """PENDING jobs in the order they should be placed: priority (highest first), then submit order."""
-        members = self.redis.zrange(self.keys.pending, 0, max(1, limit) - 1)
-        return self._load([_text(m).split(":", 1)[1] for m in members])
+        members = [_text(m) for m in self.redis.zrange(self.keys.pending, 0, max(1, limit) - 1)]
+        return self._load([m.partition(":")[2] for m in members], members)
 
     def ids(self, state: JobState) -> builtins.list[str]:
         return [_text(i) for i in self.redis.zrange(self.keys.state(JobState(state)), 0, -1)]
@@ -254,14 +305,20 @@ class JobStore:
 
     # --- helpers ------------------------------------------------------------------------------------
 
-    def _load(self, ids: builtins.list[str]) -> builtins.list[Job]:
+    def _load(self, ids: builtins.list[str], members: builtins.list[str] | None = None) -> builtins.list[Job]:
         pipe = self.redis.pipeline(transaction=False)
         for job_id in ids:
             pipe.hgetall(self.keys.job(job_id))
         out = []
-        for raw in pipe.execute():
-            if raw:  # an index entry may outlive nothing: records are never deleted, but be safe
-                out.append(decode_job({_text(k): _text(v) for k, v in raw.items()}))
+        for at, (job_id, raw) in enumerate(zip(ids, pipe.execute())):
+            if not raw:  # quarantined (or deleted by hand) after the index was read
+                continue
+            fields = {_text(k): _text(v) for k, v in raw.items()}
+            job, reason = try_decode(fields)
+            if job is None:
+                self.quarantine.set_aside(job_id, fields, reason, members[at] if members else "")
+                continue
+            out.append(job)
         return out
 
     @staticmethod
@@ -292,4 +349,5 @@ def _event(event_id: str, f: dict[str, str]) -> JobEvent:
 
 
 # IllegalTransition is raised by the machine; re-exported so callers can import errors from one place.
-__all__ = ["IllegalTransition", "JobStore", "StaleEpoch", "decode_job", "encode_field", "new_job_id"]
+__all__ = ["IllegalTransition", "JobQuarantined", "JobStore", "StaleEpoch", "decode_job", "encode_field",
+           "new_job_id"]

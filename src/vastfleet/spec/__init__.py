@@ -13,6 +13,7 @@ from vastfleet.spec.jobspec import (
     load_job_spec,
 )
 from vastfleet.spec.market import BidKind, CreateRequest, Instance, InstanceStatus, Offer, OfferQuery
+from vastfleet.spec.summary import JobSummary
 
 __all__ = [
     "ACTIVE_STATES",
@@ -27,6 +28,7 @@ __all__ = [
     "JobEvent",
     "JobSpec",
     "JobState",
+    "JobSummary",
     "Offer",
     "OfferQuery",
     "Resources",

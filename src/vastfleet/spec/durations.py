@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime, timezone
 
+from vastfleet.spec.limits import show as _show
+
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+# Ten years: far beyond any deadline or checkpoint interval, and small enough that "now + duration" stays
+# a time every datetime and JSON writer can handle (1e300 s would overflow them far from here).
+MAX_DURATION_S = 3650 * 86400.0
 
 
 def parse_duration(value: object) -> float:
@@ -23,13 +29,18 @@ def parse_duration(value: object) -> float:
             parts = _PART.findall(text)
             if not parts or "".join(n + u for n, u in parts) != text:
                 raise ValueError(
-                    f"{value!r} is not a duration; use seconds or units s, m, h, d, w (e.g. '90s', '1h30m', '2d')"
+                    f"{_show(value)} is not a duration; use seconds or units s, m, h, d, w (e.g. '90s', '1h30m', '2d')"
                 )
             seconds = sum(float(n) * _UNITS[u] for n, u in parts)
     else:
         raise ValueError("a duration is a number of seconds or a string such as '90s', '15m', '12h', '2d'")
+    # NaN compares false with everything, so it would slip past the checks below: test it first.
+    if not math.isfinite(seconds):
+        raise ValueError("a duration must be a finite number of seconds (not NaN or infinity)")
     if seconds <= 0:
         raise ValueError("a duration must be positive")
+    if seconds > MAX_DURATION_S:
+        raise ValueError(f"a duration must be at most {MAX_DURATION_S / 86400:.0f}d (ten years)")
     return seconds
 
 
@@ -38,7 +49,7 @@ def parse_time(value: str) -> float:
     try:
         moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError as exc:
-        raise ValueError(f"{value!r} is neither a duration nor an ISO 8601 time") from exc
+        raise ValueError(f"{_show(value)} is neither a duration nor an ISO 8601 time") from exc
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return moment.timestamp()

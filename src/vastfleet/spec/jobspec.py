@@ -13,10 +13,11 @@ checkpoint: {interval: auto}
 secrets: [HF_TOKEN]
 ```
 
-Validation never lets a bad spec through: unknown keys, wrong units, negative prices, zero GPUs and
-unknown GPU names all fail with a message that names the key (`load_job_spec` turns pydantic's errors into
-one `SpecError`). Secrets are names only; their values are resolved by the control plane at instance
-creation and never stored with the job.
+Validation never lets a bad spec through: unknown keys, wrong units, negative prices, zero GPUs, unknown
+GPU names, NaN or infinite numbers, NUL and control characters, and oversized fields (`vastfleet.spec.limits`)
+all fail with a message that names the key (`load_job_spec` turns pydantic's errors into one `SpecError`).
+Secrets are names only; their values are resolved by the control plane at instance creation and never
+stored with the job.
 """
 
 from __future__ import annotations
@@ -28,18 +29,36 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from vastfleet.errors import BadInput, SpecError
+from vastfleet.spec import limits
 from vastfleet.spec.durations import parse_duration, parse_time
 from vastfleet.spec.gpus import canonical_gpu
+from vastfleet.spec.limits import show
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# fullmatch, never `$`: Python's `$` also matches before a trailing newline ("FOO\n" would pass).
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _RESERVED_ENV = ("VASTFLEET_",)
+_MAX_PROBLEMS = 20  # a spec with a million bad entries gets the first ones and a count, not a megabyte
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    # allow_inf_nan=False: NaN and infinity are no number a user means, and JSON cannot store them (they
+    # became null, and a null interval made every later read of the job fail).
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, allow_inf_nan=False)
+
+
+OneLine = Annotated[str, AfterValidator(limits.one_line)]
+Text = Annotated[str, AfterValidator(limits.text)]
 
 
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -66,7 +85,8 @@ class Resources(Strict):
     max_price_per_hour: float | None = Field(None, gt=0, description="cap on the whole instance, $/h")
     direct_ports: int = Field(0, ge=0, le=64)
     min_inet_down_mbps: float | None = Field(None, gt=0)
-    regions: list[str] | None = Field(None, description="geolocation codes, e.g. US, DE")
+    regions: list[Annotated[OneLine, Field(max_length=limits.MAX_REGION_CHARS)]] | None = Field(
+        None, max_length=limits.MAX_REGIONS, description="geolocation codes, e.g. US, DE")
     verified: bool = True
 
     @field_validator("gpu", mode="before")
@@ -77,6 +97,15 @@ class Resources(Strict):
         if isinstance(value, list):
             if not value:
                 raise ValueError("name at least one GPU model")
+            # Bounded before the name lookup: each unknown name costs a "did you mean" search.
+            if len(value) > limits.MAX_GPU_NAMES:
+                raise ValueError(f"at most {limits.MAX_GPU_NAMES} GPU models, not {len(value)}")
+            for name in value:
+                if isinstance(name, str):
+                    if len(name) > limits.MAX_GPU_NAME_CHARS:
+                        raise ValueError(f"{show(name)}: a GPU name has at most {limits.MAX_GPU_NAME_CHARS}"
+                                         " characters")
+                    limits.one_line(name)
             try:
                 return [canonical_gpu(v) if isinstance(v, str) else v for v in value]
             except BadInput as exc:
@@ -87,14 +116,14 @@ class Resources(Strict):
     @classmethod
     def _gigabytes(cls, value: object) -> object:
         if isinstance(value, str):
-            raise ValueError(f"{value!r}: give a plain number of GB (e.g. 40), not a string with units")
+            raise ValueError(f"{show(value)}: give a plain number of GB (e.g. 40), not a string with units")
         return value
 
     @field_validator("max_price_per_hour", mode="before")
     @classmethod
     def _dollars(cls, value: object) -> object:
         if isinstance(value, str):
-            raise ValueError(f"{value!r}: give a plain number of dollars per hour (e.g. 0.5)")
+            raise ValueError(f"{show(value)}: give a plain number of dollars per hour (e.g. 0.5)")
         return value
 
 
@@ -112,9 +141,9 @@ class Checkpoint(Strict):
 
 class JobSpec(Strict):
     name: str = Field(..., min_length=1, max_length=63, pattern=r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")
-    image: str = Field(..., min_length=1, max_length=512)
-    run: str = Field(..., min_length=1, max_length=8192)
-    setup: str | None = Field(None, max_length=8192)
+    image: OneLine = Field(..., min_length=1, max_length=512)
+    run: Text = Field(..., min_length=1, max_length=8192)
+    setup: Text | None = Field(None, max_length=8192)
     resources: Resources
     interruptible: Interruptible = Interruptible.auto
     deadline: float | str | None = Field(
@@ -130,8 +159,9 @@ class JobSpec(Strict):
     retries_on_error: int = Field(0, ge=0, le=100)
     max_preemptions: int = Field(20, ge=0, le=10000)
     checkpoint: Checkpoint = Checkpoint()
-    env: dict[str, str] = Field(default_factory=dict)
-    secrets: list[str] = Field(default_factory=list, description="names of secrets the control plane holds")
+    env: dict[str, Text] = Field(default_factory=dict, max_length=limits.MAX_ENV_ENTRIES)
+    secrets: list[str] = Field(default_factory=list, max_length=limits.MAX_SECRETS,
+                               description="names of secrets the control plane holds")
     runtime: Runtime = Runtime.plain
     ports: list[int] = Field(default_factory=list)
 
@@ -151,26 +181,45 @@ class JobSpec(Strict):
     @field_validator("env")
     @classmethod
     def _env(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
-            if not _ENV_NAME.match(key):
-                raise ValueError(f"{key!r} is not a valid environment variable name")
+        total = 0
+        for key, item in value.items():
+            if len(key) > limits.MAX_ENV_NAME_CHARS or not _ENV_NAME.fullmatch(key):
+                raise ValueError(f"{show(key)} is not a valid environment variable name")
             if key.startswith(_RESERVED_ENV):
                 raise ValueError(f"{key!r}: names starting with VASTFLEET_ are set by vastfleet")
+            size = limits.utf8_size(item)
+            if size > limits.MAX_ENV_VALUE_BYTES:
+                raise ValueError(f"{key}: the value is {size} bytes; at most {limits.kib(limits.MAX_ENV_VALUE_BYTES)}"
+                                 " per value (put large data in the image or fetch it in setup)")
+            total += size + len(key)
+        if total > limits.MAX_ENV_TOTAL_BYTES:
+            raise ValueError(f"names and values come to {total} bytes; at most"
+                             f" {limits.kib(limits.MAX_ENV_TOTAL_BYTES)} in all")
         return value
 
     @field_validator("env", mode="before")
     @classmethod
     def _env_strings(cls, value: object) -> object:
         if isinstance(value, dict):
-            return {k: v if isinstance(v, str) else json.dumps(v) for k, v in value.items()}
+            out = {}
+            for k, v in value.items():
+                if isinstance(v, str):
+                    out[k] = v
+                    continue
+                try:  # allow_nan=False: a YAML .nan would otherwise become the text "NaN"
+                    out[k] = json.dumps(v, allow_nan=False)
+                except ValueError:
+                    raise ValueError(f"{show(k)}: NaN and infinity are not numbers a job can use; quote the"
+                                     " value if you mean the text") from None
+            return out
         return value
 
     @field_validator("secrets")
     @classmethod
     def _secrets(cls, value: list[str]) -> list[str]:
         for name in value:
-            if not _ENV_NAME.match(name):
-                raise ValueError(f"{name!r} is not a valid secret name (letters, digits, underscore)")
+            if len(name) > limits.MAX_ENV_NAME_CHARS or not _ENV_NAME.fullmatch(name):
+                raise ValueError(f"{show(name)} is not a valid secret name (letters, digits, underscore)")
         if len(set(value)) != len(value):
             raise ValueError("a secret is named twice")
         return value
@@ -190,6 +239,9 @@ class JobSpec(Strict):
         overlap = set(self.env) & set(self.secrets)
         if overlap:
             raise ValueError(f"{sorted(overlap)} appear both in env and secrets")
+        size = len(self.model_dump_json())
+        if size > limits.MAX_SPEC_BYTES:
+            raise ValueError(f"the spec is {size} bytes as JSON; at most {limits.kib(limits.MAX_SPEC_BYTES)}")
         return self
 
     def deadline_at(self, submitted_at: float) -> float | None:
@@ -206,15 +258,29 @@ class JobSpec(Strict):
 
 def format_validation_error(exc: ValidationError, what: str = "job spec") -> SpecError:
     problems: list[tuple[str, str]] = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    errors = exc.errors()
+    for err in errors[:_MAX_PROBLEMS]:
+        loc = location(err["loc"])
         msg = str(err["msg"])
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         msg = msg.removeprefix("Value error, ")
         problems.append((loc, msg))
     lines = [f"  {loc}: {msg}" for loc, msg in problems]
+    if len(errors) > _MAX_PROBLEMS:
+        lines.append(f"  ... and {len(errors) - _MAX_PROBLEMS} more problems")
     return SpecError(f"invalid {what}:\n" + "\n".join(lines), problems)
+
+
+def location(loc: tuple[int | str, ...] | list[int | str]) -> str:
+    """`resources.max_price_per_hour` from pydantic's location; a part that is not plain printable text (a
+    key with a NUL or a newline, a megabyte-long key) is shown as a cut repr, so the message stays one
+    readable, encodable line per problem."""
+    parts = []
+    for part in loc:
+        text = str(part)
+        parts.append(text if text.isprintable() and len(text) <= 60 else show(text))
+    return ".".join(parts) or "(top level)"
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
