@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 
 @runtime_checkable
 class CheckpointStore(Protocol):
-    def presign_put(self, key: str, size: int, sha256: str, expires_s: int = 3600) -> str:
+    def presign_put(self, key: str, size: int, sha256: str, expires_s: int = 900) -> str:
         """A URL the agent PUTs one object to."""
         ...
 
@@ -23,7 +23,7 @@ class CheckpointStore(Protocol):
         """The headers the agent must send with its PUT to the `presign_put` URL (signed into it)."""
         ...
 
-    def presign_get(self, key: str, expires_s: int = 3600) -> str:
+    def presign_get(self, key: str, expires_s: int = 900) -> str:
         """A URL the agent GETs one object from."""
         ...
 
