@@ -117,12 +117,14 @@ def serve(app: FastAPI) -> tuple[str, uvicorn.Server, threading.Thread]:
     return f"http://127.0.0.1:{port}", server, thread
 
 
-def make_api(redis_url: str, ckpt: CheckpointStore, hooks: AgentHooks | None = None) -> Iterator[AgentApi]:
+def make_api(
+    redis_url: str, ckpt: CheckpointStore, hooks: AgentHooks | None = None, settings: AgentSettings = SETTINGS
+) -> Iterator[AgentApi]:
     client = redis.Redis.from_url(redis_url)
     store = JobStore(client)
     signer = TokenSigner(b"agent-test-secret-0123456789")
     app = FastAPI()
-    app.include_router(agent_router(store, ckpt, signer, hooks, SETTINGS))
+    app.include_router(agent_router(store, ckpt, signer, hooks, settings))
     url, server, thread = serve(app)
     if isinstance(ckpt, LocalCheckpointStore):
         ckpt.base_url = url

@@ -108,7 +108,7 @@ def test_a_lost_claim_answer_is_asked_again_with_the_same_nonce(client: Client) 
 
 
 def test_only_a_hash_of_the_session_is_stored(client: Client) -> None:
-    tc, api, job, session = running(client)
+    _tc, api, job, session = running(client)
     prefix, epoch, mac = session.split(".")
     assert (prefix, int(epoch)) == ("vfs1", job.epoch) and len(mac) >= 43  # 32 random-looking bytes
     dump = redis_dump(api)

@@ -348,9 +348,9 @@ class Agent:
         log(f"agent {AGENT_VERSION} for job {self.job_id} attempt {self.attempt}, workdir {self.workdir}")
         try:
             return self.start()
-        except Exception as exc:  # never die silently: say what broke, and whose fault it is
+        except Exception as exc:  # noqa: BLE001 - never die silently: say what broke, and whose fault it is
             line = traceback.extract_tb(exc.__traceback__)[-1].lineno
-            what = "agent failed: {}: {} (agent.py line {})".format(type(exc).__name__, str(exc)[:300], line)
+            what = f"agent failed: {type(exc).__name__}: {str(exc)[:300]} (agent.py line {line})"
             log(what)
             self.kill_job()
             if self.session:  # the job was handed over: whatever broke came with it
@@ -603,7 +603,7 @@ class Agent:
             try:
                 if self.beat_once():
                     return
-            except Exception as exc:  # a bad answer or a full disk must not end the heartbeats
+            except Exception as exc:  # noqa: BLE001 - a bad answer or a full disk must not end the heartbeats
                 log(f"heartbeat: {type(exc).__name__}: {exc}")
             self.done.wait(self.hb_interval)
 
