@@ -4,8 +4,9 @@ The instance never holds storage credentials: the API hands the agent a short-li
 (`presign_put` / `presign_get`, plus the headers the PUT must carry from `put_headers`), and the control
 plane confirms sizes and sha256 with `stat` (computed from the stored bytes, never taken from the
 uploader's word) before a checkpoint is committed. Objects live under
-`jobs/<job id>/epoch-<n>/step-<s>/<relative path>` (see `vastfleet.storage.manifest.checkpoint_prefix`)
-so that a stale epoch cannot overwrite a newer one.
+`jobs/<job id>/epoch-<n>/step-<s>-<manifest digest>/<relative path>` (see
+`vastfleet.storage.manifest.checkpoint_prefix`) so that a stale epoch cannot overwrite a newer one and a key
+is never written with two contents; both stores are write-once (an existing object is never replaced).
 """
 
 from __future__ import annotations
