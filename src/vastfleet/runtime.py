@@ -402,8 +402,9 @@ class Runtime:
 
 
 def _onstart(api_url: str, job: Job, epoch: int, token: str) -> tuple[str, dict[str, str]]:
-    """The onstart command and the instance env. The agent token travels in the env given at create time
-    (the onstart text is stored by the platform and must hold no secret)."""
+    """The onstart command and the instance env. The onstart token travels in the env given at create time (the
+    onstart text is stored by the platform and must hold no secret); vast lists that env with the instance, so
+    the token opens one claim only, and the session secret that claim answers is what the agent uses after."""
     from vastfleet.agent.onstart import agent_env, build_onstart
 
     return build_onstart(api_url), agent_env(api_url, token, job.id, epoch)

@@ -3,6 +3,7 @@ nvidia-smi, and a runner for the real agent.py as a subprocess."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -116,12 +117,14 @@ def serve(app: FastAPI) -> tuple[str, uvicorn.Server, threading.Thread]:
     return f"http://127.0.0.1:{port}", server, thread
 
 
-def make_api(redis_url: str, ckpt: CheckpointStore, hooks: AgentHooks | None = None) -> Iterator[AgentApi]:
+def make_api(
+    redis_url: str, ckpt: CheckpointStore, hooks: AgentHooks | None = None, settings: AgentSettings = SETTINGS
+) -> Iterator[AgentApi]:
     client = redis.Redis.from_url(redis_url)
     store = JobStore(client)
     signer = TokenSigner(b"agent-test-secret-0123456789")
     app = FastAPI()
-    app.include_router(agent_router(store, ckpt, signer, hooks, SETTINGS))
+    app.include_router(agent_router(store, ckpt, signer, hooks, settings))
     url, server, thread = serve(app)
     if isinstance(ckpt, LocalCheckpointStore):
         ckpt.base_url = url
@@ -160,6 +163,58 @@ def client(redis_url: str, local_store: LocalCheckpointStore) -> Iterator[tuple[
     with TestClient(app) as tc:
         yield tc, AgentApi("http://testserver", store, local_store, signer, rc)
     rc.close()
+
+
+# --- the agent API driven by hand, as an agent would (for the API-level tests) -----------------------------
+
+Client = tuple[TestClient, AgentApi]
+NONCE = "n0nce-of-the-test-agent-0123456789"
+
+
+def call(tc: TestClient, token: str, job_id: str, verb: str, body: Any = None) -> Any:
+    return tc.post(
+        f"/v1/agent/jobs/{job_id}/{verb}", json=body or {}, headers={"Authorization": f"Bearer {token}"}
+    )
+
+
+def manifest(step: int, files: dict[str, bytes]) -> dict[str, Any]:
+    return {
+        "step": step,
+        "files": {rel: {"size": len(b), "sha256": hashlib.sha256(b).hexdigest()} for rel, b in files.items()},
+    }
+
+
+def upload(
+    tc: TestClient,
+    token: str,
+    job_id: str,
+    step: int,
+    files: dict[str, bytes],
+    stored: dict[str, bytes] | None = None,
+) -> dict[str, Any]:
+    """Presign and PUT every file (`stored` overrides the bytes actually sent); returns the manifest."""
+    m = manifest(step, files)
+    urls = call(tc, token, job_id, "presign-upload", m)
+    assert urls.status_code == 200, urls.text
+    for rel, entry in urls.json()["files"].items():
+        sent = (stored or {}).get(rel, files[rel])
+        r = tc.put(entry["url"], content=sent, headers=entry["headers"])
+        assert r.status_code == (200 if sent == files[rel] else 422), r.text
+    return m
+
+
+def claim(tc: TestClient, api: AgentApi, job: Any, nonce: str = NONCE, **body: Any) -> str:
+    """Claim with the onstart token as the agent does; returns the session secret the claim answered."""
+    r = call(tc, api.token(job), job.id, "claim", {"nonce": nonce, **body})
+    assert r.status_code == 200, r.text
+    return str(r.json()["session"])
+
+
+def running(c: Client) -> tuple[TestClient, AgentApi, Any, str]:
+    tc, api = c
+    job = booted(api.store, count_spec())
+    session = claim(tc, api, job, gpus=["RTX 4090, 24564 MiB"])
+    return tc, api, api.store.get(job.id), session
 
 
 def write_exe(path: Path, text: str) -> Path:

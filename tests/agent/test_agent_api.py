@@ -1,4 +1,7 @@
-"""The agent API over HTTP (in-process client): auth, epoch fencing, presign, commit verification, finish."""
+"""The agent API over HTTP (in-process client): auth, epoch fencing, presign, commit verification, finish.
+
+`running` claims with the onstart token (and a nonce) as the agent does, and hands back the session secret
+the claim answered: every later call uses it."""
 
 from __future__ import annotations
 
@@ -8,52 +11,20 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.agent.conftest import AgentApi, booted, count_spec, replace_instance
+from tests.agent.conftest import (
+    NONCE,
+    Client,
+    booted,
+    call,
+    claim,
+    count_spec,
+    manifest,
+    replace_instance,
+    running,
+    upload,
+)
 from vastfleet.api.heartbeats import last_heartbeat, request_checkpoint, stale_heartbeats
 from vastfleet.spec import JobState
-
-Client = tuple[TestClient, AgentApi]
-
-
-def call(tc: TestClient, token: str, job_id: str, verb: str, body: Any = None) -> Any:
-    return tc.post(
-        f"/v1/agent/jobs/{job_id}/{verb}", json=body or {}, headers={"Authorization": f"Bearer {token}"}
-    )
-
-
-def manifest(step: int, files: dict[str, bytes]) -> dict[str, Any]:
-    return {
-        "step": step,
-        "files": {rel: {"size": len(b), "sha256": hashlib.sha256(b).hexdigest()} for rel, b in files.items()},
-    }
-
-
-def upload(
-    tc: TestClient,
-    token: str,
-    job_id: str,
-    step: int,
-    files: dict[str, bytes],
-    stored: dict[str, bytes] | None = None,
-) -> dict[str, Any]:
-    """Presign and PUT every file (`stored` overrides the bytes actually sent); returns the manifest."""
-    m = manifest(step, files)
-    urls = call(tc, token, job_id, "presign-upload", m)
-    assert urls.status_code == 200, urls.text
-    for rel, entry in urls.json()["files"].items():
-        sent = (stored or {}).get(rel, files[rel])
-        r = tc.put(entry["url"], content=sent, headers=entry["headers"])
-        assert r.status_code == (200 if sent == files[rel] else 422), r.text
-    return m
-
-
-def running(c: Client) -> tuple[TestClient, AgentApi, Any, str]:
-    tc, api = c
-    job = booted(api.store, count_spec())
-    token = api.token(job)
-    r = call(tc, token, job.id, "claim", {"gpus": ["RTX 4090, 24564 MiB"]})
-    assert r.status_code == 200, r.text
-    return tc, api, api.store.get(job.id), token
 
 
 def test_claim_answers_the_job_and_moves_it_to_running(client: Client) -> None:
@@ -100,8 +71,13 @@ def test_stale_epoch_gets_409_and_stop_on_every_verb(client: Client) -> None:
     tc, api, job, token = running(client)
     replace_instance(api.store, job.id, 2002)
     before = api.store.get(job.id)
-    for verb in ("claim", "heartbeat", "presign-upload", "presign-download", "commit", "finish"):
-        r = call(tc, token, job.id, verb, {**manifest(1, {"a": b"x"}), "exit_code": 0})
+    bodies: dict[str, Any] = {
+        "claim": {}, "heartbeat": {"progress": {"step": 1}}, "presign-upload": manifest(1, {"a": b"x"}),
+        "presign-download": {}, "commit": manifest(1, {"a": b"x"}), "finish": {"exit_code": 0},
+        "restore-failed": {"step": 1, "prefix": "jobs/x/epoch-1/step-1/", "reason": "damaged"},
+    }
+    for verb, body in bodies.items():
+        r = call(tc, token, job.id, verb, body)
         assert r.status_code == 409, (verb, r.text)
         assert r.json()["action"] == "stop"
     after = api.store.get(job.id)
@@ -116,7 +92,7 @@ def test_stale_epoch_gets_409_and_stop_on_every_verb(client: Client) -> None:
 def test_token_of_another_instance_is_told_to_stop(client: Client) -> None:
     tc, api = client
     job = booted(api.store, count_spec(), instance_id=1001)
-    r = call(tc, api.signer.issue(job.id, job.epoch, 999), job.id, "claim")
+    r = call(tc, api.signer.issue(job.id, job.epoch, 999), job.id, "claim", {"nonce": NONCE})
     assert r.status_code == 409 and r.json()["action"] == "stop"
     assert api.store.get(job.id).state == JobState.BOOTING
 
@@ -125,7 +101,7 @@ def test_claim_while_placing_asks_to_retry(client: Client) -> None:
     tc, api = client
     job = api.store.submit(count_spec())
     job = api.store.transition(job.id, JobState.PLACING, "placing")
-    r = call(tc, api.signer.issue(job.id, job.epoch, "vf-label"), job.id, "claim")
+    r = call(tc, api.signer.issue(job.id, job.epoch, "vf-label"), job.id, "claim", {"nonce": NONCE})
     assert r.status_code == 503 and "Retry-After" in r.headers
 
 
@@ -150,9 +126,9 @@ def test_commit_verifies_and_moves_latest_checkpoint(client: Client) -> None:
     assert r.status_code == 200, r.text
     ref = api.store.get(job.id).latest_checkpoint
     assert ref is not None and ref.step == 5 and ref.epoch == job.epoch
-    assert ref.prefix == f"jobs/{job.id}/epoch-{job.epoch}/step-5/" and ref.bytes == sum(
-        map(len, files.values())
-    )
+    assert ref.prefix == r.json()["prefix"] and ref.bytes == sum(map(len, files.values()))
+    # under the job and epoch, and named by the manifest's content: another upload of step 5 gets other keys
+    assert ref.prefix.startswith(f"jobs/{job.id}/epoch-{job.epoch}/step-5-") and ref.prefix.endswith("/")
     down = call(tc, token, job.id, "presign-download").json()["checkpoint"]
     for rel, entry in down["files"].items():
         assert tc.get(entry["url"]).content == files[rel]
@@ -174,9 +150,10 @@ def test_commit_with_wrong_checksum_is_422_and_latest_unchanged(client: Client) 
 def test_blob_put_refuses_bytes_other_than_signed(client: Client) -> None:
     tc, api, job, token = running(client)
     upload(tc, token, job.id, 3, {"a": b"honest"}, stored={"a": b"forged"})
-    assert api.ckpt.stat(f"jobs/{job.id}/epoch-{job.epoch}/step-3/a") is None
-    url = call(tc, token, job.id, "presign-upload", manifest(3, {"a": b"honest"})).json()["files"]["a"]["url"]
-    assert tc.put(url.replace("step-3/a", "step-3/b"), content=b"honest").status_code == 403
+    answer = call(tc, token, job.id, "presign-upload", manifest(3, {"a": b"honest"})).json()
+    assert api.ckpt.stat(answer["prefix"] + "a") is None
+    url = answer["files"]["a"]["url"]
+    assert tc.put(url.replace("/a?", "/b?"), content=b"honest").status_code == 403
     assert tc.get(url).status_code == 403  # a PUT URL does not read
 
 
@@ -210,8 +187,7 @@ def test_finish_follows_retries_on_error(
 ) -> None:
     tc, api = client
     job = booted(api.store, count_spec(retries_on_error=retries))
-    token = api.token(job)
-    call(tc, token, job.id, "claim")
+    token = claim(tc, api, job)
     r = call(tc, token, job.id, "finish", {"exit_code": code})
     assert r.json() == {"state": state.value, "repeated": False}
     job = api.store.get(job.id)
@@ -220,13 +196,21 @@ def test_finish_follows_retries_on_error(
     assert last_heartbeat(api.redis, job.id) is None
 
 
-def test_finish_with_agent_error_interrupts_from_booting(client: Client) -> None:
+def test_claim_with_a_host_error_interrupts_from_booting_and_says_nothing_of_the_job(client: Client) -> None:
     tc, api = client
-    job = booted(api.store, count_spec())
-    r = call(tc, api.token(job), job.id, "finish", {"exit_code": None, "error": "no GPU visible: x"})
-    assert r.status_code == 200
+    job = booted(api.store, count_spec(env={"SOME": "value"}))
+    r = call(tc, api.token(job), job.id, "claim", {"nonce": NONCE, "error": "no GPU visible: x"})
+    assert r.status_code == 200 and r.json() == {"state": "INTERRUPTED"}
     job = api.store.get(job.id)
     assert job.state == JobState.INTERRUPTED and job.reason == "agent: no GPU visible: x" and job.errors == 0
+
+
+def test_finish_without_exit_code_is_a_host_fault_by_default(client: Client) -> None:
+    tc, api, job, token = running(client)
+    r = call(tc, token, job.id, "finish", {"exit_code": None, "error": "no GPU visible: 0 of 1 GPUs"})
+    assert r.status_code == 200
+    job = api.store.get(job.id)
+    assert job.state == JobState.INTERRUPTED and job.reason.startswith("agent: no GPU visible") and job.errors == 0
 
 
 def test_cancelled_job_tells_agent_to_stop(client: Client) -> None:
@@ -256,7 +240,9 @@ def test_agent_routes_inside_the_spine_app_take_agent_tokens_not_user_tokens(
     job = booted(store, count_spec())
     with TestClient(app) as tc:
         assert call(tc, "user-token-xyz", job.id, "claim").status_code == 401
-        assert call(tc, signer.issue(job.id, job.epoch, 1001), job.id, "claim").status_code == 200
-        m = upload(tc, signer.issue(job.id, job.epoch, 1001), job.id, 1, {"a": b"blob through the app"})
-        assert call(tc, signer.issue(job.id, job.epoch, 1001), job.id, "commit", m).status_code == 200
+        claimed = call(tc, signer.issue(job.id, job.epoch, 1001), job.id, "claim", {"nonce": NONCE})
+        assert claimed.status_code == 200
+        session = claimed.json()["session"]
+        m = upload(tc, session, job.id, 1, {"a": b"blob through the app"})
+        assert call(tc, session, job.id, "commit", m).status_code == 200
     assert store.get(job.id).state == JobState.RUNNING

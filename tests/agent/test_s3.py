@@ -6,6 +6,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,6 +81,19 @@ def test_forged_upload_is_caught_by_reading_back(s3: S3CheckpointStore) -> None:
     manifest = parse_manifest({"step": 6, "files": {"a": {"size": len(honest), "sha256": sha}}})
     with pytest.raises(ChecksumMismatch, match="does not match"):
         require_verified(s3, "jobs/j-x/epoch-1/step-6/", manifest)
+
+
+def test_put_urls_are_write_once(s3: S3CheckpointStore) -> None:
+    first, other = b"committed weights", b"overwritten behind our back"
+    key = "jobs/j-x/epoch-1/step-7-abc/model.bin"
+    sha = hashlib.sha256(first).hexdigest()
+    assert put(s3.presign_put(key, len(first), sha), s3.put_headers(key, len(first), sha), first) == 200
+    for body in (other, first):  # any URL we hand out for that key, with other bytes or the same ones
+        sha2 = hashlib.sha256(body).hexdigest()
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            put(s3.presign_put(key, len(body), sha2), s3.put_headers(key, len(body), sha2), body)
+        assert refused.value.code == 412
+    assert s3.stat(key) == (len(first), sha)
 
 
 def test_delete_prefix_removes_only_that_prefix(s3: S3CheckpointStore) -> None:

@@ -2,7 +2,8 @@
 
 The value must never appear in the job record, its events, the onstart command, the instance's stored env
 at the marketplace, or the instance log; a job naming a secret the control plane does not hold is refused
-at submit with nothing written.
+at submit with nothing written. The onstart token that the marketplace lists with the instance opens
+nothing once the real agent has claimed: no second claim (which would hand out the secret), no finish.
 """
 
 from __future__ import annotations
@@ -49,6 +50,15 @@ def test_secret_reaches_the_job_and_nothing_else(tmp_path: Path, redis_url: str,
                                what="the job to run")
             row = httpx.get(f"{sim.url}/api/v0/instances/{running.instance_id}/",
                             headers={"Authorization": f"Bearer {sim.api_key}"}).json()["instances"]
+            # What anyone who sees the listing holds: the onstart token. The agent has claimed already.
+            listed = dict(row["extra_env"])["VASTFLEET_AGENT_TOKEN"]
+            agent_api = f"{rt.public_url}/v1/agent/jobs/{job_id}"
+            leak = {"Authorization": f"Bearer {listed}"}
+            second = httpx.post(f"{agent_api}/claim", headers=leak, json={"nonce": "thief-nonce-0123456789abc"})
+            assert second.status_code == 403 and VALUE not in second.text, second.text
+            assert httpx.post(f"{agent_api}/finish", headers=leak, json={"exit_code": 0}).status_code == 401
+            assert httpx.post(f"{agent_api}/heartbeat", headers=leak, json={}).status_code == 401
+            assert rt.store.get(job_id).state == JobState.RUNNING, "the leaked token did not finish the job"
             log_path = sim.sim.runner.log_path(running.instance_id)
             seen_log: list[str] = [""]
 
@@ -63,7 +73,11 @@ def test_secret_reaches_the_job_and_nothing_else(tmp_path: Path, redis_url: str,
             assert VALUE not in json.dumps(row), "the marketplace's stored instance (env, onstart) holds no secret"
             assert VALUE not in done.model_dump_json()
             assert all(VALUE not in e.model_dump_json() for e in rt.store.events(job_id))
+            notes = [e for e in rt.store.events(job_id) if e.kind == "security"]
+            assert [e.reason for e in notes] == ["second claim with the onstart token refused"]
+            assert all(listed not in e.model_dump_json() for e in rt.store.events(job_id))
             assert "exited with 0" in seen_log[0] and VALUE not in seen_log[0], "the instance log holds no secret"
+            assert "vfs1." not in seen_log[0] and listed not in seen_log[0], "nor the session, nor the token"
             wait_for(lambda: not ours_left(sim), 20, what="the instance to be destroyed")
         finally:
             rt.stop()

@@ -27,7 +27,7 @@ def test_the_claim_answers_the_policy_cadence_from_the_measured_upload_cost(redi
         def claim() -> float:
             answer = httpx.post(f"{runtime.public_url}/v1/agent/jobs/{job.id}/claim",
                                 headers={"Authorization": f"Bearer {env['VASTFLEET_AGENT_TOKEN']}"},
-                                json={"instance_id": booted.instance_id}, timeout=10)
+                                json={"instance_id": booted.instance_id, "nonce": "cadence-test-nonce-0123"}, timeout=10)
             assert answer.status_code == 200, answer.text
             return float(answer.json()["checkpoint_interval"])
 
@@ -61,7 +61,7 @@ def test_an_api_without_a_scheduler_answers_the_cadence_another_process_publishe
         env = market.requests[booted.instance_id].env
         answer = httpx.post(f"{api.public_url}/v1/agent/jobs/{job.id}/claim",
                             headers={"Authorization": f"Bearer {env['VASTFLEET_AGENT_TOKEN']}"},
-                            json={"instance_id": booted.instance_id}, timeout=10)
+                            json={"instance_id": booted.instance_id, "nonce": "cadence-test-nonce-0123"}, timeout=10)
         assert answer.status_code == 200, answer.text
         interval = float(answer.json()["checkpoint_interval"])
         assert interval != 600.0, "the scheduler's cadence, not the API's default"

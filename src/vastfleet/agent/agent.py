@@ -3,60 +3,54 @@ Python 3.8+. The onstart command writes it to disk and runs it on every containe
 
 Environment, set by the control plane in the instance env at create time (never in onstart):
   VASTFLEET_API          base URL of the vastfleet API as the instance reaches it
-  VASTFLEET_AGENT_TOKEN  this attempt's token, bound to (job, epoch, instance); the only credential
+  VASTFLEET_AGENT_TOKEN  the onstart token, bound to (job, epoch, instance): good for ONE claim only, since
+                         vast shows this env in every instance listing
   VASTFLEET_JOB_ID       the job;  VASTFLEET_ATTEMPT: the epoch
   VASTFLEET_WORKDIR      optional; else $VASTFLEET_SIM_WORKSPACE (the simulator's sandbox), else /workspace
 The job's command, setup, env and runtime come from the claim answer, so onstart is the same for all jobs.
 
-On every start: check the GPU (nvidia-smi on PATH; CUDA_VISIBLE_DEVICES empty or -1 means none) -> without
-one, report "no GPU visible: ..." through finish and run nothing. Claim (409 = this attempt is over:
-exit, write nothing). Restore the latest committed checkpoint into $VASTFLEET_CKPT_DIR/<step>/ verifying
-every file's sha256 (a local copy that verifies is reused). Upload checkpoint dirs a previous container
-left behind. Run setup, then run, under /bin/bash (or /bin/sh) in the workdir, with:
-  VASTFLEET_JOB_ID, VASTFLEET_ATTEMPT, VASTFLEET_WORKDIR, VASTFLEET_CKPT_DIR, VASTFLEET_RESUME (1/0),
-  VASTFLEET_RESUME_DIR and VASTFLEET_RESUME_STEP (when resuming), VASTFLEET_CKPT_INTERVAL (seconds),
-  VASTFLEET_PROGRESS_FILE, VASTFLEET_CONTROL_FILE, VASTFLEET_GPUS; RAY_ADDRESS with runtime: ray.
-The agent token is removed from the command's environment.
-
-Layout: $WORKDIR/.vastfleet/{agent.py, ckpt/, progress.json, control.json}.
-Checkpoints: the job writes a complete directory atomically (write into a temp dir, fsync, rename) to
-$VASTFLEET_CKPT_DIR/<name>/ where <name> holds the step number (its last run of digits: `120`,
-`step-000120`). Names starting with "." or ending in .tmp/.part/.partial are ignored. The agent polls,
-hashes the newest directory whose step is above the last committed one, PUTs each file to a presigned
-URL, then commits the manifest {step, files: {relpath: {size, sha256}}}. A failed upload is retried on
-the next poll (a directory rejected 3 times is given up); a newer directory supersedes an older one not
-yet started. The final upload happens after the command exits, before finish.
-Progress: the job may write a JSON object to $VASTFLEET_PROGRESS_FILE; each heartbeat sends it with the
-last committed step. Control: the agent writes {"checkpoint_interval", "checkpoint_requested"} to
-$VASTFLEET_CONTROL_FILE; the counter goes up when the control plane asks for a checkpoint now.
-Heartbeat answers: continue | checkpoint | stop. On stop, or a 409 on any call, the agent kills the job's
-process group and exits without uploading or committing anything. Transient API errors are retried with
-backoff. The job runs under a guard process (this file with --guard) that kills the job's process group
-if the agent dies, so a killed agent never leaves the job running. Logs go to stdout; no token or
-presigned URL is ever printed. runtime: ray -> `ray start --head --num-gpus=N` first, `ray stop` after;
-without `ray` on PATH the attempt finishes with exit code 127 and a clear error.
+Before its first claim the agent saves a random nonce in $WORKDIR/.vastfleet/claim.json (mode 0600) and sends
+it: a claim retried with the same nonce (its answer was lost) gets the same session back. The claim answers a
+per-attempt session secret, saved there at once; every later call uses it, and a restarted container of the
+same attempt re-claims with it. On every start: check the GPU (without one: claim with the error, which
+ends the attempt as the host's fault); claim (409 = this attempt is over: exit, write nothing); restore the
+latest checkpoint into $VASTFLEET_CKPT_DIR/<step>/, verifying every file (one that does not verify is
+reported on restore-failed, and the agent restores the previous one the API answers); upload checkpoint
+dirs a previous container left behind; run setup, then run, under a guard process (this file with --guard)
+that kills the job's process group if the agent dies. Checkpoint dirs (or files in them) that are links
+leading out of the dir are skipped, never uploaded. A job that cannot even start (bad env, exec error) and
+any unexpected failure of the agent are reported through finish as the job's fault. Heartbeat answers:
+continue | checkpoint | stop; on stop, or a 409 on any call, the agent kills the job and exits without
+uploading or committing anything. docs/agent.md has the whole contract. Logs go to stdout; no token,
+session, nonce or presigned URL signature is ever printed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
+import math
 import os
 import random
 import re
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+import traceback
 import urllib.error
 import urllib.request
 
-AGENT_VERSION = "1"
+AGENT_VERSION = "2"
 SKIP_SUFFIXES = (".tmp", ".part", ".partial")
 DIGITS = re.compile(r"(\d+)(?!.*\d)")
 MAX_REJECTS = 3
+MAX_PROGRESS = 4096  # bytes of compact JSON the API accepts as progress
+NETWORK = (urllib.error.URLError, OSError, http.client.HTTPException)
 
 
 def log(msg):
@@ -85,10 +79,22 @@ class Transient(Exception):
         self.delay = delay
 
 
+class Denied(Exception):
+    """Storage refused a presigned URL (403: expired, or the attempt is over): ask the API for fresh ones."""
+
+
+class BadCheckpoint(Exception):
+    """The checkpoint to restore does not verify: a file differs from its manifest, or is missing."""
+
+
+class CannotStart(Exception):
+    """The job's command could not be started at all (bad env, exec error): the job's fault."""
+
+
 class Api:
     def __init__(self, base, job_id, token, timeout=30.0):
         self.base = base.rstrip("/") + "/v1/agent/jobs/" + job_id + "/"
-        self.token = token
+        self.token = token  # the onstart token until the claim answers the session secret
         self.timeout = timeout
 
     def once(self, verb, body=None, timeout=None):
@@ -116,7 +122,7 @@ class Api:
                 retry = exc.headers.get("Retry-After") if exc.headers else None
                 raise Transient(msg, float(retry) if retry and retry.isdigit() else None)
             raise Rejected(msg)
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (NETWORK + (ValueError,)) as exc:
             raise Transient("{}: {}".format(verb, getattr(exc, "reason", exc)))
 
     def call(self, verb, body=None, patience=300.0, timeout=None):
@@ -134,25 +140,35 @@ class Api:
                 delay = min(delay * 2, 15.0)
 
 
+def open_file(path):
+    """Open for reading without following a link in the last component (a file swapped for a link)."""
+    return os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)), "rb")
+
+
 def put_file(url, headers, path, size, tries=4):
     for attempt in range(tries):
         try:
-            with open(path, "rb") as fh:
+            with open_file(path) as fh:
                 hdrs = dict(headers)
                 hdrs["Content-Length"] = str(size)
                 req = urllib.request.Request(url, data=fh, method="PUT", headers=hdrs)
                 with urllib.request.urlopen(req, timeout=600) as resp:
                     resp.read()
             return
-        except (urllib.error.URLError, OSError) as exc:
+        except NETWORK as exc:
             code = getattr(exc, "code", None)
+            if code == 412:
+                return  # the object is already stored (write-once); the commit verifies its bytes
+            if code == 403:
+                raise Denied(f"upload to {where(url)} refused")
             if attempt == tries - 1 or (code is not None and 400 <= code < 500 and code != 429):
                 raise Transient(f"upload to {where(url)} failed: {code or exc}")
             time.sleep((2**attempt) * (0.5 + random.random()))
 
 
-def get_file(url, dest, size, sha256, tries=4):
+def get_file(url, dest, size, sha256, rel, tries=3):
     for attempt in range(tries):
+        last = attempt == tries - 1
         try:
             digest, got = hashlib.sha256(), 0
             with urllib.request.urlopen(url, timeout=600) as resp, open(dest, "wb") as out:
@@ -165,18 +181,24 @@ def get_file(url, dest, size, sha256, tries=4):
                     out.write(block)
                 out.flush()
                 os.fsync(out.fileno())
-            if got != size or digest.hexdigest() != sha256:
-                raise OSError("size or sha256 differs from the manifest")
-            return
-        except (urllib.error.URLError, OSError) as exc:
-            if attempt == tries - 1:
-                raise Transient(f"download from {where(url)} failed: {exc}")
-            time.sleep((2**attempt) * (0.5 + random.random()))
+            if got == size and digest.hexdigest() == sha256:
+                return
+            if last:
+                raise BadCheckpoint(f"{rel}: size or sha256 differs from the manifest")
+        except NETWORK as exc:
+            code = getattr(exc, "code", None)
+            if code in (404, 410):
+                raise BadCheckpoint(f"{rel}: missing in storage (HTTP {code})")
+            if code == 403:
+                raise Denied(f"{rel}: download refused")
+            if last:
+                raise Transient(f"download from {where(url)} failed: {code or exc}")
+        time.sleep((2**attempt) * (0.5 + random.random()))
 
 
 def sha256_file(path):
     digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as fh:
+    with open_file(path) as fh:
         while True:
             block = fh.read(1 << 20)
             if not block:
@@ -185,14 +207,26 @@ def sha256_file(path):
             size += len(block)
 
 
+def inside(path, top):
+    real = os.path.realpath(path)
+    return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
+
+
 def dir_files(root):
-    """{relpath: {size, sha256}} of the regular files below root (symlinks are skipped)."""
-    files = {}
+    """{relpath: {size, sha256}} of the regular files below root; None when root is a link or holds a link
+    leading out of it (never followed, never uploaded). Links that stay inside are skipped."""
+    if os.path.islink(root):
+        return None
+    top, files = os.path.realpath(root), {}
     for here, dirs, names in os.walk(root):
         dirs.sort()
-        for name in sorted(names):
+        for name in dirs + sorted(names):
             path = os.path.join(here, name)
-            if os.path.islink(path) or not os.path.isfile(path):
+            if os.path.islink(path):
+                if not inside(path, top):
+                    return None
+                continue
+            if name in dirs or not os.path.isfile(path):
                 continue
             size, sha = sha256_file(path)
             files[os.path.relpath(path, root).replace(os.sep, "/")] = {"size": size, "sha256": sha}
@@ -202,7 +236,9 @@ def dir_files(root):
 def matches(root, files):
     for rel, meta in files.items():
         path = os.path.join(root, *rel.split("/"))
-        if not os.path.isfile(path) or (meta["size"], meta["sha256"]) != sha256_file(path):
+        if os.path.islink(path) or not os.path.isfile(path):
+            return False
+        if (meta["size"], meta["sha256"]) != sha256_file(path):
             return False
     return True
 
@@ -223,11 +259,39 @@ def ckpt_dirs(ckpt_dir):
     return sorted(out)
 
 
-def write_json(path, data):
+def write_json(path, data, mode=0o644):
     tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    os.chmod(tmp, mode)  # an older file of that name keeps its mode through O_CREAT
+    with os.fdopen(fd, "w") as fh:
         json.dump(data, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def finite(value):
+    """`value` with every non-finite float replaced by None (the API refuses NaN and Infinity)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite(v) for v in value]
+    return value
+
+
+def read_progress(path):
+    try:
+        with open(path) as fh:
+            loaded = finite(json.load(fh))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    if not isinstance(loaded, dict):
+        return {}
+    if len(json.dumps(loaded, separators=(",", ":"))) > MAX_PROGRESS:
+        return {"truncated": True}
+    return loaded
 
 
 def check_gpu():
@@ -251,7 +315,7 @@ def check_gpu():
     text = out.stdout.decode(errors="replace").strip()
     if out.returncode != 0:
         return [], f"no GPU visible: nvidia-smi exited {out.returncode}: {text[-300:]}"
-    gpus = [line.strip() for line in text.splitlines() if line.strip()]
+    gpus = [line.strip()[:200] for line in text.splitlines() if line.strip()][:16]
     if not gpus:
         return [], "no GPU visible: nvidia-smi lists no GPU"
     return gpus, None
@@ -266,6 +330,7 @@ class Agent:
         self.ckpt_dir = os.path.join(self.home, "ckpt")
         self.progress_file = os.path.join(self.home, "progress.json")
         self.control_file = os.path.join(self.home, "control.json")
+        self.claim_file = os.path.join(self.home, "claim.json")  # nonce and session: mode 0600
         self.patience = float(env.get("VASTFLEET_AGENT_PATIENCE", "900"))
         self.stopping = threading.Event()  # the control plane said stop: write nothing more
         self.done = threading.Event()  # the command is over: heartbeats end
@@ -275,30 +340,40 @@ class Agent:
         self.guard = None
         self.beat = None
         self.phase = "starting"
+        self.nonce, self.session, self.claimed = None, None, False
 
     # --- lifecycle ----------------------------------------------------------------------------------
 
     def main(self):
         log(f"agent {AGENT_VERSION} for job {self.job_id} attempt {self.attempt}, workdir {self.workdir}")
-        for path in (self.workdir, self.ckpt_dir):
-            os.makedirs(path, exist_ok=True)
-        gpus, problem = check_gpu()
+        try:
+            return self.start()
+        except Exception as exc:  # noqa: BLE001 - never die silently: say what broke, and whose fault it is
+            line = traceback.extract_tb(exc.__traceback__)[-1].lineno
+            what = f"agent failed: {type(exc).__name__}: {str(exc)[:300]} (agent.py line {line})"
+            log(what)
+            self.kill_job()
+            if self.session:  # the job was handed over: whatever broke came with it
+                self.finish(None, what, "job")
+            elif not self.claimed:  # nothing of the job was seen yet: the instance's fault
+                self.claim([], what)
+            return 1
+
+    def start(self):
+        problem, gpus = None, []
+        try:
+            os.makedirs(self.ckpt_dir, exist_ok=True)
+            self.load_claim()
+        except OSError as exc:
+            problem = f"the instance cannot write its workdir {self.workdir}: {exc}"
+        if not problem:
+            gpus, problem = check_gpu()
         if problem:
             log(problem)
-            return self.finish(None, problem)
-        log("GPUs: {}".format("; ".join(gpus)))
-        try:
-            claim = self.api.call(
-                "claim",
-                {"gpus": gpus, "instance_id": os.environ.get("CONTAINER_ID"), "agent": AGENT_VERSION},
-                self.patience,
-            )
-        except StopOrder as exc:
-            log(f"this attempt is over, exiting without writing anything ({exc})")
+        claim = self.claim(gpus, problem)
+        if claim is None or problem:
             return 0
-        except (Fatal, Rejected, Transient) as exc:
-            log(f"cannot claim the job: {exc}")
-            return 1
+        log("GPUs: {}".format("; ".join(gpus)))
         self.hb_interval = float(claim.get("heartbeat_interval") or 5)
         self.poll = float(claim.get("poll_interval") or 1)
         self.ckpt_interval = float(claim.get("checkpoint_interval") or 600)
@@ -309,22 +384,61 @@ class Agent:
         self.beat = threading.Thread(target=self.heartbeats, name="heartbeat", daemon=True)
         self.beat.start()  # from the claim on, so a long restore or upload is not taken for a dead agent
         try:
-            resume_dir = self.restore(claim.get("checkpoint"))
-        except StopOrder as exc:
-            log(f"stopped: {exc}")
-            return 0
-        except (Transient, Rejected, Fatal, OSError) as exc:
-            return self.finish(None, f"checkpoint restore failed: {exc}")
-        try:
+            resume_dir = self.restore_latest(claim.get("checkpoint"))
             self.sync(final=True)  # directories a previous container of this attempt left behind
         except StopOrder as exc:
             log(f"stopped: {exc}")
             return 0
-        except (Rejected, Fatal) as exc:
-            log(f"upload of checkpoints left behind failed: {exc}")
+        except (Transient, Rejected, Fatal, OSError) as exc:  # this instance could not get it: the host's fault
+            return self.finish(None, f"checkpoint restore failed: {exc}")
         if self.committed_dir:
             resume_dir = self.committed_dir
         return self.run(claim, gpus, resume_dir)
+
+    def load_claim(self):
+        """The nonce (made and saved before the first claim) and the session, of this job and attempt."""
+        try:
+            with open(self.claim_file) as fh:
+                saved = json.load(fh)
+        except (OSError, ValueError):
+            saved = {}
+        if not isinstance(saved, dict) or saved.get("job") != self.job_id or saved.get("epoch") != self.attempt:
+            saved = {}
+        self.nonce, self.session = saved.get("nonce"), saved.get("session")
+        if not self.nonce:
+            self.nonce = secrets.token_urlsafe(32)
+            self.save_claim()
+
+    def save_claim(self):
+        data = {"job": self.job_id, "epoch": self.attempt, "nonce": self.nonce, "session": self.session}
+        write_json(self.claim_file, data, 0o600)
+
+    def claim(self, gpus, problem):
+        """The claim answer, or None when this attempt is over or cannot be claimed."""
+        body = {"gpus": gpus, "instance_id": (os.environ.get("CONTAINER_ID") or "")[:64] or None}
+        body["agent"] = AGENT_VERSION
+        if problem:
+            body["error"] = problem[:1000]
+        if self.session:
+            self.api.token = self.session
+        else:
+            body["nonce"] = self.nonce or secrets.token_urlsafe(32)
+        self.claimed = True
+        try:
+            answer = self.api.call("claim", body, self.patience)
+        except StopOrder as exc:
+            log(f"this attempt is over, exiting without writing anything ({exc})")
+            return None
+        except (Fatal, Rejected, Transient) as exc:
+            log(f"cannot claim the job: {exc}")
+            return None
+        if answer.get("session"):
+            self.session = self.api.token = answer["session"]
+            try:
+                self.save_claim()  # at once: a restarted container must re-claim with it
+            except OSError as exc:
+                log(f"cannot save the session on disk: {exc}")
+        return answer
 
     def run(self, claim, gpus, resume_dir):
         env = dict(os.environ)
@@ -359,7 +473,11 @@ class Agent:
             if not script:
                 continue
             log(f"{phase}: starting")
-            code = self.supervise(script, env)
+            try:
+                code = self.supervise(script, env)
+            except CannotStart as exc:
+                log(f"cannot start the job's {phase}: {exc}")
+                return self.finish(None, f"cannot start the job's {phase}: {exc}", "job")
             if code is None or code != 0:
                 error = "setup failed" if phase == "setup" and code else None
                 break
@@ -392,10 +510,14 @@ class Agent:
             return 0
         return self.finish(code, error)
 
-    def finish(self, code, error):
+    def finish(self, code, error, fault=None):
+        """Report the attempt's end; without an exit code, `fault` says whose it is ("host" by default)."""
         self.done.set()  # no heartbeat after the attempt's end
+        body = {"exit_code": code, "error": error[:1000] if error else None}
+        if fault:
+            body["fault"] = fault
         try:
-            answer = self.api.call("finish", {"exit_code": code, "error": error}, max(self.patience, 60))
+            answer = self.api.call("finish", body, max(self.patience, 60))
             log(
                 "reported {}: job is {}".format(
                     f"exit {code}" if code is not None else error, answer.get("state")
@@ -410,13 +532,16 @@ class Agent:
     def supervise(self, script, env):
         """Run one shell script under the guard; returns its exit code, or None when stopped."""
         shell = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
-        self.guard = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--guard", shell, "-c", script],
-            cwd=self.workdir,
-            env=env,
-            stdin=subprocess.PIPE,
-            start_new_session=True,
-        )
+        try:
+            self.guard = subprocess.Popen(
+                [sys.executable, os.path.abspath(__file__), "--guard", shell, "-c", script],
+                cwd=self.workdir,
+                env=env,
+                stdin=subprocess.PIPE,
+                start_new_session=True,
+            )
+        except (OSError, ValueError, TypeError) as exc:  # a NUL in the env or script, a bad name...
+            raise CannotStart(f"{type(exc).__name__}: {exc}")
         last_sync = 0.0
         while self.guard.poll() is None:
             if self.stopping.is_set():
@@ -475,35 +600,41 @@ class Agent:
 
     def heartbeats(self):
         while not self.done.is_set() and not self.stopping.is_set():
-            progress = {}
             try:
-                with open(self.progress_file) as fh:
-                    loaded = json.load(fh)
-                progress = loaded if isinstance(loaded, dict) else {}
-            except (OSError, ValueError):
-                pass
-            try:
-                ans = self.api.once(
-                    "heartbeat", {"progress": progress, "ckpt_step": self.committed, "phase": self.phase}
-                )
-            except StopOrder as exc:
-                self.stop(str(exc))
-                return
-            except (Transient, Rejected, Fatal) as exc:
-                log(f"heartbeat: {exc}")
-                ans = {}
-            if ans.get("action") == "stop":
-                self.stop("the control plane says stop")
-                return
-            changed = ans.get("action") == "checkpoint"
-            self.requested += 1 if changed else 0
-            interval = ans.get("checkpoint_interval")
-            if interval and float(interval) != self.ckpt_interval:
-                self.ckpt_interval, changed = float(interval), True
-            if changed:
-                self.write_control()
-            self.hb_interval = float(ans.get("heartbeat_interval") or self.hb_interval)
+                if self.beat_once():
+                    return
+            except Exception as exc:  # noqa: BLE001 - a bad answer or a full disk must not end the heartbeats
+                log(f"heartbeat: {type(exc).__name__}: {exc}")
             self.done.wait(self.hb_interval)
+
+    def beat_once(self):
+        """One heartbeat; True when the control plane says stop."""
+        body = {"progress": read_progress(self.progress_file), "ckpt_step": self.committed, "phase": self.phase}
+        try:
+            try:
+                ans = self.api.once("heartbeat", body)
+            except Rejected as exc:  # whatever the API disliked, liveness comes first: send it bare
+                log(f"heartbeat: {exc} (sent again without progress)")
+                body["progress"] = {}
+                ans = self.api.once("heartbeat", body)
+        except StopOrder as exc:
+            self.stop(str(exc))
+            return True
+        except (Transient, Rejected, Fatal) as exc:
+            log(f"heartbeat: {exc}")
+            return False
+        if ans.get("action") == "stop":
+            self.stop("the control plane says stop")
+            return True
+        changed = ans.get("action") == "checkpoint"
+        self.requested += 1 if changed else 0
+        interval = ans.get("checkpoint_interval")
+        if interval and float(interval) != self.ckpt_interval:
+            self.ckpt_interval, changed = float(interval), True
+        if changed:
+            self.write_control()
+        self.hb_interval = float(ans.get("heartbeat_interval") or self.hb_interval)
+        return False
 
     def write_control(self):
         write_json(
@@ -513,17 +644,29 @@ class Agent:
 
     # --- checkpoints --------------------------------------------------------------------------------
 
+    def restore_latest(self, cp):
+        """Restore the latest checkpoint; one that does not verify is reported, and the previous one the API
+        answers is tried instead. Returns the restored directory, or None (starting fresh)."""
+        while cp:
+            try:
+                return self.restore(cp)
+            except BadCheckpoint as exc:
+                log(f"checkpoint step {cp.get('step')} does not verify: {exc}")
+                body = {"step": cp.get("step"), "prefix": cp.get("prefix"), "reason": str(exc)[:1000]}
+                ans = self.api.call("restore-failed", body, 300)
+                if ans.get("verified"):  # intact in storage: this instance could not read it
+                    raise Transient(f"{exc} (the stored checkpoint verifies)")
+                cp = ans.get("checkpoint")
+                log(f"falling back to checkpoint step {cp['step']}" if cp else "no verified checkpoint is left")
+        log("no checkpoint to restore: starting fresh")
+        return None
+
     def restore(self, cp):
-        """Put the latest committed checkpoint in place; returns its directory, or None."""
-        if not cp:
-            log("no checkpoint to restore: starting fresh")
-            return None
         step, files = int(cp["step"]), cp["files"]
-        self.committed = step
         for s, path in ckpt_dirs(self.ckpt_dir):
             if s == step and matches(path, files):
                 log(f"checkpoint step {step} already here: {path}")
-                self.committed_dir = path
+                self.committed, self.committed_dir = step, path
                 return path
         target = os.path.join(self.ckpt_dir, str(step))
         tmp = os.path.join(self.ckpt_dir, f".restore-{step}.tmp")
@@ -531,12 +674,20 @@ class Agent:
         for rel, meta in sorted(files.items()):
             dest = os.path.join(tmp, *rel.split("/"))
             os.makedirs(os.path.dirname(dest), exist_ok=True)
-            get_file(meta["url"], dest, int(meta["size"]), meta["sha256"])
+            size, sha = int(meta["size"]), meta["sha256"]
+            try:
+                get_file(meta["url"], dest, size, sha, rel)
+            except Denied:  # the URLs expired during a long restore: fresh ones, once
+                fresh = self.api.call("presign-download", {}, 120).get("checkpoint") or {}
+                try:
+                    get_file(((fresh.get("files") or {}).get(rel) or {}).get("url") or "", dest, size, sha, rel)
+                except (Denied, ValueError) as exc:
+                    raise BadCheckpoint(f"{rel}: download refused ({exc})")
         if os.path.exists(target):
             os.replace(target, os.path.join(self.ckpt_dir, f".replaced-{step}-{int(time.time())}"))
         os.replace(tmp, target)
         log(f"restored checkpoint step {step} ({len(files)} files, verified)")
-        self.committed_dir = target
+        self.committed, self.committed_dir = step, target
         return target
 
     def sync(self, final=False):
@@ -559,27 +710,36 @@ class Agent:
                 time.sleep(1.0)
 
     def upload(self, step, path):
-        files = dir_files(path)
+        try:
+            files = dir_files(path)
+        except OSError as exc:
+            files = {}
+            log(f"checkpoint {path} cannot be read: {exc}")
+        if files is None:
+            log(f"checkpoint {path} is a link, or holds a link, leading out of it: skipped, nothing uploaded")
+        elif not files:
+            log(f"checkpoint {path} is empty or unreadable: skipped")
         if not files:
             self.rejects[step] = MAX_REJECTS
-            log(f"checkpoint {path} is empty: skipped")
             return
         manifest = {"step": step, "files": files}
         try:
-            urls = self.api.call("presign-upload", manifest, 120)["files"]
-            for rel, meta in sorted(files.items()):
+            ans = self.api.call("presign-upload", manifest, 120)
+            urls = ans.get("files") or {}
+            for rel, meta in sorted(files.items()) if not ans.get("committed") else ():
                 if self.stopping.is_set():
                     return
-                put_file(
-                    urls[rel]["url"],
-                    urls[rel].get("headers") or {},
-                    os.path.join(path, *rel.split("/")),
-                    meta["size"],
-                )
+                src = os.path.join(path, *rel.split("/"))
+                try:
+                    put_file(urls[rel]["url"], urls[rel].get("headers") or {}, src, meta["size"])
+                except Denied:  # the URLs expired during a long upload: fresh ones, once
+                    urls = self.api.call("presign-upload", manifest, 120).get("files") or {}
+                    put_file(urls[rel]["url"], urls[rel].get("headers") or {}, src, meta["size"])
             if self.stopping.is_set():
                 return
-            self.api.call("commit", manifest, 120, timeout=900)  # the API reads big objects back
-        except (Rejected, Transient) as exc:
+            if not ans.get("committed"):
+                self.api.call("commit", manifest, 120, timeout=900)  # the API reads big objects back
+        except (Rejected, Transient, Denied, OSError, KeyError) as exc:
             self.rejects[step] = self.rejects.get(step, 0) + 1
             raise Transient(
                 f"checkpoint step {step} not committed ({self.rejects[step]}/{MAX_REJECTS}): {exc}"
@@ -591,7 +751,11 @@ class Agent:
 
 def guard(argv):
     """The job's process-group leader: runs the command, and kills the group if the agent dies."""
-    child = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+    try:
+        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+    except OSError as exc:
+        log(f"cannot start {argv[0]}: {exc}")
+        os._exit(127)
 
     def watch():
         try:

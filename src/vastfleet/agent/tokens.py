@@ -7,6 +7,12 @@ constant time before it reads the payload, then the expiry, and returns the clai
 
 The instance is the label the scheduler gives the instance at create time (its id is not known before
 the create call answers); when it is a number it is checked against the job's `instance_id` at claim.
+The onstart token travels in the instance's create-time env, which vast.ai stores and shows in every instance
+listing, so the API accepts it for ONE claim only. The claim answers a session secret
+`vfs1.<epoch>.<mac>`: the HMAC of (job, epoch, the agent's claim nonce, a random salt kept in Redis), so a
+retried claim with the same nonce gets the same secret again while Redis holds only the salt and hashes;
+every later call needs it (`vastfleet.api.agent_sessions`).
+
 Runs on the control plane, standard library only all the same (the whole `vastfleet.agent` package
 is), so it raises its own `InvalidToken`; the API answers it with 401. Never logs or returns a token in
 an error.
@@ -24,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 PREFIX = "vfa1"
+SESSION_PREFIX = "vfs1"
 DEFAULT_TTL_S = 30 * 24 * 3600.0  # an attempt may run for weeks; the epoch fence ends it sooner
 
 
@@ -37,6 +44,7 @@ class AgentClaims:
     epoch: int
     instance: str
     expires_at: float
+    kind: str = "onstart"  # or "session": what authenticated the call
 
 
 class TokenSigner:
@@ -88,8 +96,29 @@ class TokenSigner:
             raise InvalidToken("the agent token has expired")
         return claims
 
+    def session_secret(self, job_id: str, epoch: int, nonce: str, salt: str) -> str:
+        """The attempt's session secret: only the holder of this signer's key can compute it from what Redis
+        keeps (the salt); the same nonce and salt give the same secret (a lost claim answer, asked again)."""
+        mac = self._mac("\n".join(("session", job_id, str(int(epoch)), nonce, salt)))
+        return f"{SESSION_PREFIX}.{int(epoch)}.{_b64e(mac)}"
+
     def _mac(self, payload: str) -> bytes:
         return hmac.new(self._key, payload.encode(), hashlib.sha256).digest()
+
+
+def session_epoch(secret: str) -> int:
+    """The epoch a session secret names (not a secret itself); InvalidToken when it is not one."""
+    parts = secret.split(".") if isinstance(secret, str) else []
+    if len(parts) != 3 or parts[0] != SESSION_PREFIX or not parts[1].isdigit() or len(parts[1]) > 18:
+        raise InvalidToken("malformed agent session")
+    if len(parts[2]) != 43:  # 32 bytes of HMAC-SHA256, base64url without padding
+        raise InvalidToken("malformed agent session")
+    return int(parts[1])
+
+
+def secret_hash(secret: str) -> str:
+    """What the control plane stores instead of a secret: its sha256, hex."""
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def _b64e(raw: bytes) -> str:

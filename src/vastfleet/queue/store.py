@@ -7,7 +7,7 @@ precision (14 digits) and turn empty lists into objects. With a hash the scripts
 they need and Python does every encoding through pydantic, so records round-trip exactly.
 
 Every state change goes through `vastfleet.queue.machine` (one script, atomic). The other writes here
-(`submit`, `update`, `commit_checkpoint`, `note`) are small scripts of their own, each atomic and each
+(`submit`, `update`, `commit_checkpoint`/`drop_checkpoint`, `note`) are small scripts of their own, each atomic and each
 fenced where the contract says so. Never talks to a marketplace; never decides policy.
 
 The reads (`get`, `list`, `pending`) decode each record on its own: one that no longer decodes is moved
@@ -29,7 +29,7 @@ from typing import Any
 import redis
 from pydantic import TypeAdapter, ValidationError
 
-from vastfleet.errors import BadInput, Conflict, IllegalTransition, NotFound, StaleEpoch
+from vastfleet.errors import BadInput, Conflict, IllegalTransition, NotFound, RetryLater, StaleEpoch
 from vastfleet.queue.keys import Keys
 from vastfleet.queue.machine import StateMachine, pairs
 from vastfleet.queue.quarantine import JobQuarantined, Quarantine, try_decode
@@ -37,7 +37,10 @@ from vastfleet.spec.job import CheckpointRef, Job, JobEvent, JobState
 from vastfleet.spec.jobspec import JobSpec
 
 # Fields only their own method writes: identity, the state machine's, and the forward-only checkpoint.
-_PROTECTED = frozenset({"id", "spec", "state", "epoch", "submitted_at", "updated_at", "latest_checkpoint"})
+_PROTECTED = frozenset({"id", "spec", "state", "epoch", "submitted_at", "updated_at", "latest_checkpoint",
+                        "checkpoint_history"})
+_History = list[CheckpointRef]
+CHECKPOINT_HISTORY = 3  # verified checkpoints a job keeps on record, to fall back to when the newest is damaged
 
 SUBMIT_LUA = """
 local job, jobs, pending_index, pending, seq, stream, all_events = unpack(KEYS)
@@ -64,29 +67,20 @@ for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return {'ok', redis.call('HGETALL', KEYS[1])}
 """
 
-# Moves `latest_checkpoint` only forward: (epoch, step or -1, committed_at) must not go down.
-COMMIT_LUA = """
+# Writes `latest_checkpoint` and `checkpoint_history` together, epoch-fenced, and only if neither changed since
+# Python read them (compare-and-set): Python orders and trims the history, since decoding the refs in Lua
+# (cjson) would lose float precision; the script keeps the write atomic. 'changed' -> read again and retry.
+CHECKPOINTS_LUA = """
 local job, stream, all_events = KEYS[1], KEYS[2], KEYS[3]
-local epoch, new = ARGV[1], {tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])}
-local ref, updated, now, data, cap = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
-local cur = redis.call('HMGET', job, 'epoch', 'latest_checkpoint')
+local epoch, seen_latest, seen_history, latest, history = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local updated, now, kind, reason, data, cap, id = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]
+local cur = redis.call('HMGET', job, 'epoch', 'latest_checkpoint', 'checkpoint_history')
 if not cur[1] then return {'notfound'} end
 if tonumber(cur[1]) ~= tonumber(epoch) then return {'stale', cur[1]} end
-if cur[2] and cur[2] ~= 'null' then
-  local old = cjson.decode(cur[2])
-  local step = old.step
-  if step == nil or step == cjson.null then step = -1 end
-  local prev = {old.epoch, step, old.committed_at}
-  for i = 1, 3 do
-    if new[i] ~= prev[i] then
-      if new[i] < prev[i] then return {'behind', cjson.encode(prev)} end
-      break
-    end
-  end
-end
-redis.call('HSET', job, 'latest_checkpoint', ref, 'updated_at', updated)
-local event = {'job_id', ARGV[10], 'at', now, 'kind', 'checkpoint', 'from_state', '', 'to_state', '',
-               'epoch', epoch, 'reason', 'checkpoint committed', 'data', data}
+if (cur[2] or '') ~= seen_latest or (cur[3] or '') ~= seen_history then return {'changed'} end
+redis.call('HSET', job, 'latest_checkpoint', latest, 'checkpoint_history', history, 'updated_at', updated)
+local event = {'job_id', id, 'at', now, 'kind', kind, 'from_state', '', 'to_state', '',
+               'epoch', epoch, 'reason', reason, 'data', data}
 redis.call('XADD', stream, '*', unpack(event))
 redis.call('XADD', all_events, 'MAXLEN', '~', cap, '*', unpack(event))
 return {'ok', redis.call('HGETALL', job)}
@@ -166,7 +160,7 @@ class JobStore:
         self.machine = StateMachine(redis, self.keys)
         self._submit = redis.register_script(SUBMIT_LUA)
         self._update = redis.register_script(UPDATE_LUA)
-        self._commit = redis.register_script(COMMIT_LUA)
+        self._checkpoints = redis.register_script(CHECKPOINTS_LUA)
         self._note = redis.register_script(NOTE_LUA)
         self._page = redis.register_script(PAGE_LUA)
         # the records that no longer decode: list, inspect, release (`store.quarantine.list()`...)
@@ -217,23 +211,72 @@ class JobStore:
                                     **exc.context) from None
 
     def commit_checkpoint(self, job_id: str, epoch: int, ref: CheckpointRef) -> Job:
+        """Make `ref` the latest checkpoint and append it to the history (the last CHECKPOINT_HISTORY kept).
+        Forward only by (epoch, step, committed_at); a step already committed with other objects is refused
+        (committed checkpoints are immutable); the same ref again is a harmless retry."""
         if ref.epoch != epoch:
             raise BadInput(f"checkpoint of epoch {ref.epoch} committed as epoch {epoch}")
-        now = self.clock()
-        ref_json = encode_field("latest_checkpoint", ref)
-        data = json.dumps({"step": ref.step, "prefix": ref.prefix, "files": len(ref.files), "bytes": ref.bytes})
-        args = [str(epoch), str(ref.epoch), str(-1 if ref.step is None else ref.step), repr(ref.committed_at),
-                ref_json, json.dumps(now), repr(now), data, str(self.EVENTS_CAP), job_id]
+        data = {"step": ref.step, "prefix": ref.prefix, "files": len(ref.files), "bytes": ref.bytes}
+
+        def change(latest: CheckpointRef | None, history: builtins.list[CheckpointRef]) -> _History | None:
+            if latest is not None and latest.prefix != ref.prefix:
+                new, old = _order(ref), _order(latest)
+                if new < old:
+                    raise Conflict(f"job {job_id}: checkpoint is older than the latest one (epoch, step, time)"
+                                   f" {list(old)}", job_id=job_id)
+                if ref.step is not None and new[:2] == old[:2]:
+                    raise Conflict(f"job {job_id}: step {ref.step} of attempt {epoch} is already committed with"
+                                   " other objects; committed checkpoints are immutable", job_id=job_id)
+            return [*(h for h in history if h.prefix != ref.prefix), ref][-CHECKPOINT_HISTORY:]
+
+        return self._change_checkpoints(job_id, epoch, change, "checkpoint", "checkpoint committed", data)
+
+    def drop_checkpoint(self, job_id: str, epoch: int, prefix: str, reason: str) -> Job:
+        """Forget the checkpoint stored under `prefix` (it failed verification at restore): it leaves the history
+        and `latest_checkpoint` moves back to the newest verified one left (None when none is). Fenced by the
+        epoch of the attempt that found it damaged; dropping one that is already gone changes nothing."""
+
+        def change(latest: CheckpointRef | None, history: builtins.list[CheckpointRef]) -> _History | None:
+            kept = [h for h in history if h.prefix != prefix]
+            return None if len(kept) == len(history) else kept
+
+        data = {"prefix": prefix}
+        return self._change_checkpoints(job_id, epoch, change, "checkpoint_dropped", reason, data)
+
+    def _change_checkpoints(self, job_id: str, epoch: int,
+                            change: Callable[[CheckpointRef | None, _History], _History | None],
+                            kind: str, reason: str, data: dict[str, Any]) -> Job:
         k = self.keys
-        reply = self._commit(keys=[k.job(job_id), k.events(job_id), k.all_events], args=args)
-        if _text(reply[0]) == "behind":
-            raise Conflict(f"job {job_id}: checkpoint is older than the latest one (epoch, step, time)"
-                           f" {_text(reply[1])}", job_id=job_id)
-        return decode_job(self._checked(reply, job_id, epoch))
+        for _ in range(20):  # another writer between our read and the script: read again
+            raw_epoch, seen_latest, seen_history = (
+                None if v is None else _text(v)
+                for v in self.redis.hmget(k.job(job_id), ["epoch", "latest_checkpoint", "checkpoint_history"]))
+            if raw_epoch is None:
+                raise NotFound(f"no job {job_id}", job_id=job_id)
+            if int(raw_epoch) != int(epoch):
+                raise StaleEpoch(f"job {job_id} is at epoch {raw_epoch}, not {epoch}: this attempt is over",
+                                 job_id=job_id, epoch=int(raw_epoch), expected=epoch)
+            latest = CheckpointRef.model_validate_json(seen_latest) if seen_latest not in (None, "null") else None
+            history = _adapter("checkpoint_history").validate_json(seen_history) if seen_history else []
+            if not history and latest is not None:
+                history = [latest]  # a record from before the history existed
+            changed = change(latest, history)
+            if changed is None:
+                return self.get(job_id)  # nothing to change (a drop already done, reported again)
+            history = changed
+            now = self.clock()
+            new_latest = history[-1] if history else None
+            args = [str(epoch), seen_latest or "", seen_history or "", encode_field("latest_checkpoint", new_latest),
+                    encode_field("checkpoint_history", history), json.dumps(now), repr(now), kind, reason,
+                    json.dumps(data), str(self.EVENTS_CAP), job_id]
+            reply = self._checkpoints(keys=[k.job(job_id), k.events(job_id), k.all_events], args=args)
+            if _text(reply[0]) != "changed":
+                return decode_job(self._checked(reply, job_id, epoch))
+        raise RetryLater(f"job {job_id}: its checkpoints kept changing under this write; try again", delay=1)
 
     def note(self, job_id: str, kind: str, reason: str, data: dict[str, Any] | None = None) -> None:
         """An event that is not a transition (heartbeat lost, bid raised...)."""
-        if kind in ("transition", "submitted", "checkpoint"):
+        if kind in ("transition", "submitted", "checkpoint", "checkpoint_dropped"):
             raise BadInput(f"{kind!r} events are written by the store itself")
         k = self.keys
         args = [job_id, repr(self.clock()), kind, reason, json.dumps(data or {}), str(self.EVENTS_CAP)]
@@ -337,6 +380,11 @@ class JobStore:
             raise StaleEpoch(f"job {job_id} is at epoch {_text(reply[1])}, not {expected_epoch}: this attempt"
                              " is over", job_id=job_id, epoch=int(_text(reply[1])), expected=expected_epoch)
         return pairs(reply[1])
+
+
+def _order(ref: CheckpointRef) -> tuple[int, int, float]:
+    """The order in which checkpoints may follow each other: attempt, then step, then commit time."""
+    return ref.epoch, -1 if ref.step is None else ref.step, ref.committed_at
 
 
 def _event(event_id: str, f: dict[str, str]) -> JobEvent:

@@ -75,6 +75,9 @@ class Job(BaseModel):
     errors: int = 0  # failed runs, against retries_on_error
     progress: dict[str, Any] = Field(default_factory=dict)  # last heartbeat's progress
     latest_checkpoint: CheckpointRef | None = None
+    # the last few verified checkpoints, oldest first (the last one is `latest_checkpoint`): a restore that
+    # finds the newest one damaged falls back to the one before instead of failing every new attempt
+    checkpoint_history: list[CheckpointRef] = Field(default_factory=list)
     cost_usd: float = 0.0  # spend attributed to the job so far
     exit_code: int | None = None
     cancel_requested: bool = False

@@ -4,8 +4,9 @@ The instance never holds storage credentials: the API hands the agent a short-li
 (`presign_put` / `presign_get`, plus the headers the PUT must carry from `put_headers`), and the control
 plane confirms sizes and sha256 with `stat` (computed from the stored bytes, never taken from the
 uploader's word) before a checkpoint is committed. Objects live under
-`jobs/<job id>/epoch-<n>/step-<s>/<relative path>` (see `vastfleet.storage.manifest.checkpoint_prefix`)
-so that a stale epoch cannot overwrite a newer one.
+`jobs/<job id>/epoch-<n>/step-<s>-<manifest digest>/<relative path>` (see
+`vastfleet.storage.manifest.checkpoint_prefix`) so that a stale epoch cannot overwrite a newer one and a key
+is never written with two contents; both stores are write-once (an existing object is never replaced).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Protocol, runtime_checkable
 
 @runtime_checkable
 class CheckpointStore(Protocol):
-    def presign_put(self, key: str, size: int, sha256: str, expires_s: int = 3600) -> str:
+    def presign_put(self, key: str, size: int, sha256: str, expires_s: int = 900) -> str:
         """A URL the agent PUTs one object to."""
         ...
 
@@ -23,7 +24,7 @@ class CheckpointStore(Protocol):
         """The headers the agent must send with its PUT to the `presign_put` URL (signed into it)."""
         ...
 
-    def presign_get(self, key: str, expires_s: int = 3600) -> str:
+    def presign_get(self, key: str, expires_s: int = 900) -> str:
         """A URL the agent GETs one object from."""
         ...
 

@@ -4,7 +4,8 @@ URLs look like `{base_url}/v1/blobs/{key}?exp=<unix time>&sig=<hmac>` for GET an
 `&size=<n>&sha256=<hex>` for PUT; the signature is HMAC-SHA256 with the store's secret over
 (method, key, exp, size, sha256), so a URL cannot be reused for another object, another method, or other
 bytes. The PUT route (`vastfleet.api.blob_routes`) streams the body to a temporary file, refuses it unless
-its size and sha256 are the signed ones, then renames it into place: a stored object is always whole.
+its size and sha256 are the signed ones, then links it into place only where no object is yet: a stored
+object is always whole and never replaced (the same bytes again are accepted; other bytes are refused).
 `stat` re-reads the file and hashes it, so commit verification trusts nothing but the bytes on disk.
 
 Owns the directory layout and the URL signatures. Never serves HTTP itself.
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
-from vastfleet.errors import BadInput, ChecksumMismatch, Forbidden, NotFound
+from vastfleet.errors import BadInput, ChecksumMismatch, Conflict, Forbidden, NotFound
 from vastfleet.storage.manifest import SHA256_HEX, sha256_file
 
 BLOB_ROUTE = "/v1/blobs/"
@@ -46,7 +47,7 @@ class LocalCheckpointStore:
 
     # --- the CheckpointStore protocol ---------------------------------------------------------------
 
-    def presign_put(self, key: str, size: int, sha256: str, expires_s: int = 3600) -> str:
+    def presign_put(self, key: str, size: int, sha256: str, expires_s: int = 900) -> str:
         self.path_for(key)  # refuse a bad key now, not when the agent calls
         exp = int(self.clock() + expires_s)
         query = {
@@ -60,7 +61,7 @@ class LocalCheckpointStore:
     def put_headers(self, key: str, size: int, sha256: str) -> dict[str, str]:
         return {"Content-Type": "application/octet-stream"}
 
-    def presign_get(self, key: str, expires_s: int = 3600) -> str:
+    def presign_get(self, key: str, expires_s: int = 900) -> str:
         self.path_for(key)
         exp = int(self.clock() + expires_s)
         return self._url(key, {"exp": exp, "sig": self._sign("GET", key, exp, None, None)})
@@ -116,16 +117,24 @@ class LocalCheckpointStore:
         return final.with_name(f".{final.name}.{os.getpid()}.{time.monotonic_ns()}.part")
 
     def finish_put(self, tmp: Path, key: str, size: int, sha256: str) -> None:
-        """Move a fully received upload into place if its bytes are the signed ones; else drop it."""
-        got_size, got_sha = sha256_file(tmp)
-        if got_size != size or got_sha != sha256:
+        """Put a fully received upload in place if its bytes are the signed ones and the key holds no other
+        bytes yet (objects are write-once: a committed checkpoint cannot be replaced); always drops `tmp`."""
+        name = key.rsplit("/", 1)[-1]
+        try:
+            got_size, got_sha = sha256_file(tmp)
+            if got_size != size or got_sha != sha256:
+                raise ChecksumMismatch(f"upload of {name!r} does not match its signed size and sha256")
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            final = self.path_for(key)
+            try:
+                os.link(tmp, final)  # atomic create-if-absent, unlike a rename that replaces
+            except FileExistsError:
+                if sha256_file(final) != (size, sha256):
+                    raise Conflict(f"{name!r} is already stored with other bytes; stored objects are never"
+                                   " replaced") from None
+        finally:
             tmp.unlink(missing_ok=True)
-            raise ChecksumMismatch(
-                f"upload of {key.rsplit('/', 1)[-1]!r} does not match its signed size and sha256"
-            )
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path_for(key))
 
     def open_for_get(self, key: str) -> Path:
         path = self.path_for(key)

@@ -5,12 +5,17 @@ Relative paths are POSIX, below the checkpoint directory (no `..`, no absolute p
 empty or dot segment, no control character). `verify_objects` asks a store for the stored bytes' size and
 sha256 of every file and lists what differs; a commit moves nothing unless that list is empty.
 
-Owns the key layout of checkpoint objects (`checkpoint_prefix`). Never talks to Redis or to the agent.
+Types are strict: a step or size must be a JSON integer (not `"5"`, `5.0` or `true`).
+
+Owns the key layout of checkpoint objects (`checkpoint_prefix`, `parse_checkpoint_key`): one checkpoint's
+objects live under `jobs/<job>/epoch-<n>/step-<s>-<digest>/`, where the digest names the manifest's content,
+so a key is never written with two different contents. Never talks to Redis or to the agent.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 from typing import Annotated
@@ -30,7 +35,7 @@ DEFAULT_MAX_BYTES = 2 * 1024**4  # 2 TiB: a sanity bound, not a quota
 
 
 class FileEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     size: Annotated[int, Field(ge=0)]
     sha256: str
 
@@ -46,7 +51,7 @@ class FileEntry(BaseModel):
 class Manifest(BaseModel):
     """What the agent asks to upload and then commits: one step, its files."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     step: Annotated[int, Field(ge=0, le=10**15)]
     files: dict[str, FileEntry]
 
@@ -65,6 +70,12 @@ class Manifest(BaseModel):
 
     def as_files(self) -> dict[str, dict[str, int | str]]:
         return {rel: {"size": e.size, "sha256": e.sha256} for rel, e in sorted(self.files.items())}
+
+    @property
+    def digest(self) -> str:
+        """12 hex characters naming this manifest's content (step and files), for its storage prefix."""
+        text = json.dumps({"step": self.step, "files": self.as_files()}, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def check_relpath(rel: str) -> str:
@@ -102,11 +113,27 @@ def parse_manifest(
     return manifest
 
 
-def checkpoint_prefix(job_id: str, epoch: int, step: int) -> str:
-    """Where one checkpoint's objects live; the epoch in the key keeps a stale attempt off newer ones."""
+_KEY = re.compile(r"^jobs/([A-Za-z0-9._-]{1,128})/epoch-(\d{1,18})/step-(\d{1,18})(?:-[0-9a-f]{1,64})?/")
+
+
+def checkpoint_prefix(job_id: str, epoch: int, step: int, digest: str = "") -> str:
+    """Where one checkpoint's objects live: the epoch in the key keeps a stale attempt off newer ones, and the
+    manifest's digest keeps two different uploads of one step from sharing a key."""
     if not re.match(r"^[A-Za-z0-9._-]{1,128}$", job_id):
         raise BadInput(f"job id {job_id[:40]!r} cannot name a storage key")
-    return f"jobs/{job_id}/epoch-{int(epoch)}/step-{int(step)}/"
+    if digest and not re.fullmatch(r"[0-9a-f]{1,64}", digest):
+        raise BadInput("a checkpoint digest is lowercase hexadecimal")
+    return f"jobs/{job_id}/epoch-{int(epoch)}/step-{int(step)}{'-' + digest if digest else ''}/"
+
+
+def manifest_prefix(job_id: str, epoch: int, manifest: Manifest) -> str:
+    return checkpoint_prefix(job_id, epoch, manifest.step, manifest.digest)
+
+
+def parse_checkpoint_key(key: str) -> tuple[str, int, int] | None:
+    """(job id, epoch, step) of an object key under `checkpoint_prefix`, or None for any other key."""
+    m = _KEY.match(key)
+    return (m.group(1), int(m.group(2)), int(m.group(3))) if m else None
 
 
 def job_prefix(job_id: str) -> str:

@@ -8,6 +8,10 @@ receipt. Neither is proof on its own (an S3-compatible server may store a checks
 trusts a full-object ChecksumSHA256 that the server reports (use it only where the server validates
 checksums on PUT, as AWS S3 does) and falls back to reading when there is none.
 
+With `write_once=True` (the default) every PUT URL is signed with `If-None-Match: *`, so S3 refuses (412) to
+replace an object that exists: a committed checkpoint cannot be overwritten through any URL we hand out.
+Turn it off only for an S3-compatible server that does not support conditional writes.
+
 Owns the boto3 client and the translation of its errors into `StorageError`. Never talks to Redis.
 """
 
@@ -41,6 +45,7 @@ class S3CheckpointStore:
         secret_access_key: str | None = None,
         addressing_style: str = "path",
         client: Any | None = None,
+        write_once: bool = True,
     ) -> None:
         if not bucket:
             raise BadInput("an S3 checkpoint store needs a bucket name")
@@ -50,6 +55,7 @@ class S3CheckpointStore:
         self.key_prefix = key_prefix.strip("/") + "/" if key_prefix.strip("/") else ""
         self.verify = verify
         self.checksum_header = checksum_header
+        self.write_once = write_once
         self.client = client or boto3.client(
             "s3",
             endpoint_url=endpoint_url,
@@ -75,7 +81,7 @@ class S3CheckpointStore:
 
     # --- the CheckpointStore protocol ---------------------------------------------------------------
 
-    def presign_put(self, key: str, size: int, sha256: str, expires_s: int = 3600) -> str:
+    def presign_put(self, key: str, size: int, sha256: str, expires_s: int = 900) -> str:
         params: dict[str, Any] = {
             "Bucket": self.bucket,
             "Key": self._key(key),
@@ -84,6 +90,8 @@ class S3CheckpointStore:
         }
         if self.checksum_header:
             params["ChecksumSHA256"] = _b64(sha256)
+        if self.write_once:
+            params["IfNoneMatch"] = "*"
         url = self._call(self.client.generate_presigned_url, "put_object", Params=params, ExpiresIn=expires_s)
         return str(url)
 
@@ -91,9 +99,11 @@ class S3CheckpointStore:
         headers = {"Content-Type": "application/octet-stream", "x-amz-meta-sha256": sha256}
         if self.checksum_header:
             headers["x-amz-checksum-sha256"] = _b64(sha256)
+        if self.write_once:
+            headers["If-None-Match"] = "*"
         return headers
 
-    def presign_get(self, key: str, expires_s: int = 3600) -> str:
+    def presign_get(self, key: str, expires_s: int = 900) -> str:
         params = {"Bucket": self.bucket, "Key": self._key(key)}
         return str(
             self._call(self.client.generate_presigned_url, "get_object", Params=params, ExpiresIn=expires_s)
