@@ -63,9 +63,12 @@ def test_secret_reaches_the_job_and_nothing_else(tmp_path: Path, redis_url: str,
             seen_log: list[str] = [""]
 
             def ended() -> object:
-                if log_path.exists():  # keep the last read: destroy removes the instance's files
+                j = rt.store.get(job_id)  # the state first: the agent logs its exit before it reports it
+                try:  # keep the last read: destroy removes the instance's files
                     seen_log[0] = log_path.read_text(errors="replace")
-                return (j := rt.store.get(job_id)).state.terminal and j
+                except OSError:
+                    pass
+                return j.state.terminal and j
 
             done = wait_for(ended, 40, what="the job to end")
             assert done.state == JobState.SUCCEEDED and done.exit_code == 0, done.reason
