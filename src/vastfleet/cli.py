@@ -122,9 +122,6 @@ def server(
                 find_api_key()
             except MarketAuthError as exc:
                 raise BadInput(f"{exc}; or start the API alone with --no-scheduler") from None
-        if not os.environ.get("VASTFLEET_AGENT_SECRET"):
-            typer.echo("warning: VASTFLEET_AGENT_SECRET is not set; agent tokens will not survive a restart "
-                       "of this server", err=True)
     settings = Settings(api_host=host, api_port=port, redis_url=redis_url, api_token=token,
                         public_url=public_url, run_scheduler=scheduler, workers=2 if scheduler else 0)
     typer.echo(f"vastfleet on http://{host}:{port} (Redis {redact_url(redis_url)}, "

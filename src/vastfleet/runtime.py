@@ -14,16 +14,12 @@ Never holds scheduling logic; never imports `vastfleet.sim`.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +32,7 @@ from vastfleet.api.agent_routes import AgentHooks, AgentSettings, agent_router
 from vastfleet.api.app import create_app
 from vastfleet.api.context import ApiContext
 from vastfleet.api.serve import ServerThread
+from vastfleet.datadir import EmbeddedRedis, default_data_dir, lasting_secret
 from vastfleet.errors import VastfleetError
 from vastfleet.market.protocol import Marketplace
 from vastfleet.queue import JobStore
@@ -61,7 +58,9 @@ class Settings(BaseSettings):
 
     redis_url: str | None = None  # None: embedded redis-server child, else fakeredis (loud warning)
     prefix: str = "vf"
-    data_dir: Path | None = None  # embedded Redis data and local checkpoints; None: a temporary directory
+    # embedded Redis data, local checkpoints and the secrets below when not given; None: the default, which
+    # lasts ($XDG_DATA_HOME/vastfleet or ~/.local/share/vastfleet): a restart loses no checkpoint, no token
+    data_dir: Path | None = None
     # API
     run_api: bool = True
     api_host: str = "127.0.0.1"
@@ -73,8 +72,9 @@ class Settings(BaseSettings):
     vast_api_key: str = ""  # empty: VAST_API_KEY or the vastai key file, server from VASTFLEET_MARKET_URL
     vast_url: str = "https://console.vast.ai"  # with vast_api_key
     # secrets of the control plane (never sent to an instance)
-    agent_secret: str = Field(default_factory=lambda: secrets.token_hex(24))
-    storage_secret: str = Field(default_factory=lambda: secrets.token_hex(24))
+    # empty: made once and kept in <data_dir>/secrets (a split control plane sets both, shared by its parts)
+    agent_secret: str = ""
+    storage_secret: str = ""
     secrets_dir: Path | None = None  # job secrets as files <NAME> (else VASTFLEET_SECRET_<NAME> in the env)
     checkpoint_dir: Path | None = None  # the local store (default: <data_dir>/checkpoints)
     s3_bucket: str = ""  # set: checkpoints in this S3-compatible bucket (credentials: the usual AWS_* env)
@@ -106,55 +106,6 @@ class Settings(BaseSettings):
                        scheduling_timeout_s=self.scheduling_timeout_s, gone_grace_s=self.gone_grace_s)
 
 
-class EmbeddedRedis:
-    """A `redis-server` child on a free loopback port, in its own process group, killed at stop."""
-
-    def __init__(self, workdir: Path) -> None:
-        import socket
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> EmbeddedRedis:
-        binary = shutil.which("redis-server")
-        assert binary is not None
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir), "--save", "",
-             "--appendonly", "yes", "--daemonize", "no", "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        atexit.register(self.stop)  # even a crash of the embedding process must not leave the child behind
-        client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("the embedded redis-server did not start") from None
-                time.sleep(0.05)
-        client.close()
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
-
-
 def _quiet_worker_class() -> Any:
     """An RQ SimpleWorker that runs in a thread: no signal handlers (main thread only), timer timeouts."""
     from rq import SimpleWorker
@@ -173,13 +124,15 @@ class Runtime:
     def __init__(self, settings: Settings, market: Marketplace | None = None) -> None:
         self.settings = settings
         self._market = market
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.data_dir = settings.data_dir or default_data_dir()
         self.embedded: EmbeddedRedis | None = None
         self.redis: redis.Redis | None = None
         self.store: JobStore | None = None
         self.market: Marketplace | None = None
         self.ckpt: Any = None  # LocalCheckpointStore or S3CheckpointStore
-        self.tokens = TokenSigner(settings.agent_secret)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.tokens = TokenSigner(lasting_secret(self.data_dir, "agent_secret", settings.agent_secret))
+        self.storage_secret = lasting_secret(self.data_dir, "storage_secret", settings.storage_secret)
         self.server: ServerThread | None = None
         self.loop: SchedulerLoop | None = None
         self.job_hazards: JobHazards | None = None
@@ -193,20 +146,12 @@ class Runtime:
 
     # --- parts ------------------------------------------------------------------------------------------
 
-    def _data_dir(self) -> Path:
-        if self.settings.data_dir is not None:
-            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-            return self.settings.data_dir
-        if self._tmp is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="vastfleet-")
-        return Path(self._tmp.name)
-
     def _connect_redis(self) -> redis.Redis:
         if self.settings.redis_url:
             self.redis_kind = "external"
             return redis.Redis.from_url(self.settings.redis_url, decode_responses=True)
         if shutil.which("redis-server"):
-            self.embedded = EmbeddedRedis(self._data_dir() / "redis").start()
+            self.embedded = EmbeddedRedis(self.data_dir / "redis").start()
             self.redis_kind = "embedded redis-server"
             return redis.Redis.from_url(self.embedded.url, decode_responses=True)
         import fakeredis
@@ -278,9 +223,9 @@ class Runtime:
             self.metrics = None
         split = not (s.run_api and (s.run_scheduler or s.workers))
         for secret in ("agent_secret", "storage_secret"):
-            if split and secret not in s.model_fields_set:
-                log.warning("VASTFLEET_%s is not set: a random one is used, which the other processes of this"
-                            " control plane cannot share (agents' tokens will not verify)", secret.upper())
+            if split and not getattr(s, secret):
+                log.warning("VASTFLEET_%s is not set: the one kept in %s is used; processes of this control plane"
+                            " on other machines must be given the same one", secret.upper(), self.data_dir)
         if s.run_api and not s.api_token:
             log.warning("VASTFLEET_TOKEN is not set: the API uses a one-off random token (not shown); set"
                         " VASTFLEET_TOKEN to call it from the CLI")
@@ -294,8 +239,8 @@ class Runtime:
                 self.ckpt = S3CheckpointStore(s.s3_bucket, endpoint_url=s.s3_endpoint_url, region=s.s3_region,
                                               key_prefix=s.s3_prefix)
             else:
-                self.ckpt = LocalCheckpointStore(s.checkpoint_dir or self._data_dir() / "checkpoints",
-                                                 s.storage_secret)
+                self.ckpt = LocalCheckpointStore(s.checkpoint_dir or self.data_dir / "checkpoints",
+                                                 self.storage_secret)
             costs = CheckpointCosts(self.redis, s.prefix)
             self.ckpt = costs.watch(self.ckpt)  # each job's upload time: the cost in the Young/Daly cadence
             hooks = AgentHooks(checkpoint_interval=lambda job: self._checkpoint_interval(job, costs),
@@ -390,9 +335,6 @@ class Runtime:
         if self.embedded is not None:
             self.embedded.stop()
             self.embedded = None
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
 
     def __enter__(self) -> Runtime:  # noqa: PYI034
         return self.start()

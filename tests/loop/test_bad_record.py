@@ -43,8 +43,8 @@ def test_a_bad_pending_record_does_not_stop_the_placement_of_the_others(redis_cl
 
 
 def test_a_running_job_whose_record_goes_bad_is_set_aside_and_the_pass_goes_on(redis_client: redis.Redis) -> None:
-    """Its instance's label now names a job the store cannot give: the pass treats it as nobody's (an
-    orphan, as for an unknown job) instead of failing every pass on it."""
+    """Its instance's label now names a job the store cannot give: the pass goes on, and the instance is kept
+    (nothing says its checkpoints are off the box) until the quarantine's bound, then destroyed."""
     market, clock = RecordingMarketplace([make_offer(1, dph_total=0.4), make_offer(2, dph_total=0.3)]), \
         FakeClock(1_000_000.0)
     store, loop = build(redis_client, market, clock)
@@ -65,3 +65,7 @@ def test_a_running_job_whose_record_goes_bad_is_set_aside_and_the_pass_goes_on(r
     for _ in range(3):  # and it stays that way, pass after pass
         clock.now += 1
         assert loop.run_pass().error is None
+    assert "destroy_instance" not in market.methods_called(), "kept for the operator to release the job"
+    clock.now += 6 * 3600
+    assert loop.run_pass().error is None
+    assert ("destroy_instance", (job.instance_id,)) in market.calls, "never billing forever"

@@ -227,6 +227,10 @@ class Quarantine:
         log.warning("job %s released from quarantine (%s, epoch %s)", job_id, job.state.value, job.epoch)
         return job
 
+    def entry(self, job_id: str) -> QuarantineEntry:
+        """Why and since when the job is quarantined; NotFound when it is not."""
+        return self._entry(job_id)
+
     def _entry(self, job_id: str) -> QuarantineEntry:
         pipe = self.redis.pipeline(transaction=False)
         pipe.hget(self.keys.quarantine_reasons, job_id)

@@ -135,7 +135,13 @@ def encode_field(name: str, value: Any) -> str:
 
 
 def decode_job(raw: dict[str, str]) -> Job:
-    return Job.model_validate({k: json.loads(v) for k, v in raw.items() if not k.startswith("_")})
+    """The record a write script returned. One that no longer decodes is reported like a quarantined one (the
+    next read sets it aside), never as a raw validation error that would escape the callers' handling."""
+    job, reason = try_decode(raw)
+    if job is None:
+        job_id = raw.get("id", '"?"').strip('"')
+        raise JobQuarantined(f"job {job_id} is quarantined: {reason}", job_id=job_id)
+    return job
 
 
 _STREAM_ID = re.compile(r"\d{1,20}(-\d{1,20})?")

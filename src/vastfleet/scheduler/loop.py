@@ -27,7 +27,7 @@ import redis
 from vastfleet.api.heartbeats import last_heartbeat
 from vastfleet.errors import NotFound, VastfleetError
 from vastfleet.market.protocol import Marketplace
-from vastfleet.queue import JobStore, Lease
+from vastfleet.queue import JobQuarantined, JobStore, Lease
 from vastfleet.scheduler import actions as act
 from vastfleet.scheduler.apply import Applied, Applier
 from vastfleet.scheduler.exclusions import EXCLUDING_CAUSES, FleetMemory, HostExclusions, JobHazards
@@ -228,11 +228,14 @@ class SchedulerLoop:
         except (VastfleetError, OSError) as exc:
             log.warning("listing instances failed (%s): not taken as 'all gone'", exc)
             return None
+        quarantined: dict[str, float] = {}
         for inst in instances:
             parsed = parse_label(inst.label, self.ctx.prefix)
-            if parsed is not None and parsed[0] not in jobs:
+            if parsed is not None and parsed[0] not in jobs and parsed[0] not in quarantined:
                 try:
                     jobs[parsed[0]] = self.store.get(parsed[0])
+                except JobQuarantined:  # unreadable: its instance is kept a while, not taken for an orphan
+                    quarantined[parsed[0]] = self._quarantined_at(parsed[0])
                 except NotFound:
                     pass  # the label names a job we do not know: supervise calls it an orphan
         beats: dict[str, Beat] = {}
@@ -258,7 +261,13 @@ class SchedulerLoop:
         wanted = pending + paused  # a paused bid is weighed against moving: it needs offers too
         offers = self._offers(market, wanted) if wanted else {}
         return Snapshot(jobs=jobs, instances=instances, beats=beats, offers=offers, creating=creating,
-                        obligations=obligations, destroying=destroying)
+                        obligations=obligations, destroying=destroying, quarantined=quarantined)
+
+    def _quarantined_at(self, job_id: str) -> float:
+        try:
+            return self.store.quarantine.entry(job_id).quarantined_at
+        except NotFound:  # released meanwhile: the next pass reads it again
+            return self.clock()
 
     def _exclude(self, snap: Snapshot, now: float) -> None:
         """The live exclusions into the placer's JobViews; a placer that cannot take them gets the excluded

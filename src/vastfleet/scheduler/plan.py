@@ -94,6 +94,7 @@ class PlanParams:
     outbid_wait_s: float = 120.0  # a paused bid may come back by itself: wait this long before re-queueing
     label_prefix: str = "vf"
     max_fruitless: int = 6  # attempts in a row without progress before the job fails (every cause counts)
+    quarantine_keep_s: float = 6 * 3600.0  # an instance of a job whose record is quarantined is kept this long
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ class Snapshot:
     creating: frozenset[tuple[str, int]] = frozenset()  # (job, epoch) creates in flight
     obligations: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)  # instance id -> why
     destroying: frozenset[int] = frozenset()  # destroys in flight
+    quarantined: Mapping[str, float] = field(default_factory=dict)  # job id -> when its record was set aside
 
 
 @dataclass
@@ -165,6 +167,16 @@ def decide(snap: Snapshot, now: float, params: PlanParams = PlanParams(),
         job = snap.jobs.get(job_id)
         if job is not None and job.state == S.PLACING and epoch == job.epoch and job.instance_id is None:
             continue  # adoption, below
+        if job is None and job_id in snap.quarantined:
+            # Its record cannot be read, so nothing says its checkpoints are off the box: keep it for the operator
+            # to repair and release the job (or cancel it), within a bound: never billing forever.
+            age = now - snap.quarantined[job_id]
+            if age < params.quarantine_keep_s:
+                plan.waiting[inst.id] = (f"job {job_id} is quarantined: kept {age / 3600:.1f} h of"
+                                         f" {params.quarantine_keep_s / 3600:.0f} h for its release")
+                continue
+            destroy(inst.id, job_id, epoch, f"job {job_id} quarantined {age / 3600:.1f} h ago and never released")
+            continue
         obs = Observation(job, inst, epoch, snap.beats.get(job_id), now, params.timings)
         verdict = supervise(obs)
         plan.verdicts[inst.id] = verdict

@@ -40,7 +40,7 @@ ATTEMPT_STATES = frozenset({JobState.BOOTING, JobState.RUNNING, JobState.PAUSED}
 class CheckpointRef(BaseModel):
     """A committed, verified checkpoint: where its objects live and what they hold."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
     epoch: int
     step: int | None = None
     prefix: str  # the storage key prefix holding the files
@@ -50,9 +50,10 @@ class CheckpointRef(BaseModel):
 
 
 class Job(BaseModel):
-    """A job as stored in Redis. `state` and `epoch` change only through the state machine."""
+    """A job as stored in Redis. `state` and `epoch` change only through the state machine. Non-finite numbers
+    are refused: they would be stored as null and the record would no longer decode."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
     id: str
     spec: JobSpec
     state: JobState = JobState.PENDING
