@@ -22,12 +22,17 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import multiprocessing as mp
 import secrets
 import sys
 import tempfile
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from light_agents import LightAgents
 
 from vastfleet.runtime import Runtime, Settings, build_runtime
 from vastfleet.scheduler.labels import parse_label
@@ -46,6 +51,12 @@ FAST: dict[str, Any] = {
     "scheduling_timeout_s": 20.0, "outbid_wait_s": 2.0, "gone_grace_s": 5.0, "agent_poll_s": 0.5,
     "lease_ttl_s": 5.0, "create_lock_s": 20.0, "action_requeue_s": 10.0, "log_level": "WARNING", "workers": 2,
 }
+
+
+# Hundreds of agents beating twice a second would load the API more than any fleet does: at scale, production
+# heartbeats (every 5 s) and a pass every 2 s.
+AT_SCALE: dict[str, Any] = {"pass_interval_s": 2.0, "heartbeat_interval_s": 5.0, "heartbeat_lost_s": 30.0,
+                            "outbid_wait_s": 10.0, "agent_poll_s": 5.0}
 
 
 def sleep_spec(seconds: float, interruptible: str = "always") -> JobSpec:
@@ -113,53 +124,99 @@ def our_spend(sim: Simulator, prefix: str = "vf") -> float:
     return sum(r["total"] for r in snap["instances"].values() if parse_label(r["label"], prefix) is not None)
 
 
-def run(jobs: int = 40, *, seconds: float = 90.0, hosts: int | None = None, seed: int = 0, lively: bool = False,
-        job_s: float = 30.0, settings: dict[str, Any] | None = None, workdir: Path | None = None,
-        progress: bool = False) -> dict[str, Any]:
-    """The scenario: returns the figures (see the module's docstring)."""
-    workdir = workdir or Path(tempfile.mkdtemp(prefix="vastfleet-bidwar-"))
-    knobs: dict[str, Any] = dict(LIVELY_KNOBS) if lively else {}
-    knobs["boot_delay"] = 1.0
-    sim = Simulator(workdir / "sim", seed=seed, hosts=hosts or max(40, jobs // 2), api_key="bidwar", knobs=knobs)
+def default_hosts(jobs: int) -> int:
+    return max(40, jobs // 2 if jobs <= 100 else jobs)
+
+
+def market_process(conn: Connection, workdir: str, seed: int, hosts: int, knobs: dict[str, Any],
+                   light: bool) -> None:
+    """The marketplace in a process of its own (as vast is another party): the simulator, its instances (real
+    agents, or light ones) and the watch over them. Answers its URL, then samples until told to stop and
+    answers the figures."""
+    sim = Simulator(Path(workdir) / "sim", seed=seed, hosts=hosts, api_key="bidwar", knobs=knobs,
+                    runner=LightAgents() if light else None)
     server = SimServer(sim)
-    runtime: Runtime | None = None
-    params = PolicyParams()
-    watch = Watch(sim.market, params)
-    started = time.monotonic()
+    watch = Watch(sim.market, PolicyParams())
     try:
         server.start()
         sim.start_ticker()
-        values = {**FAST, **(settings or {}), "api_port": 0, "vast_api_key": "bidwar", "vast_url": server.url,
+        conn.send(server.url)
+        settled = False
+        while True:
+            if conn.poll(0.25):
+                order = conn.recv()
+                if order == "settled":
+                    settled = True
+                elif order == "stop":
+                    break
+            watch.sample(settled)
+        conn.send({"shared_gpu": watch.shared_gpu, "max_bid_over_bound": round(watch.max_bid_over_bound, 4),
+                   "worst_bid": watch.worst_bid, "peak_instances": watch.peak_ours, "samples": watch.samples,
+                   "running_share": round(sum(watch.shares) / len(watch.shares), 4) if watch.shares else 0.0,
+                   "spend_usd": round(our_spend(sim), 6)})
+    finally:
+        server.stop()
+        sim.close()
+
+
+def run(jobs: int = 40, *, seconds: float = 90.0, hosts: int | None = None, seed: int = 0, lively: bool = False,
+        job_s: float = 30.0, settings: dict[str, Any] | None = None, workdir: Path | None = None,
+        progress: bool = False, light: bool | None = None) -> dict[str, Any]:
+    """The scenario: returns the figures (see the module's docstring). `light`: in-process agents in the
+    market's process (default above 100 jobs, where real ones would not fit this machine's memory)."""
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="vastfleet-bidwar-"))
+    knobs: dict[str, Any] = dict(LIVELY_KNOBS) if lively else {}
+    knobs["boot_delay"] = 1.0
+    hosts = hosts or default_hosts(jobs)
+    light = jobs > 100 if light is None else light
+    ours, theirs = mp.get_context("spawn").Pipe()
+    market = mp.get_context("spawn").Process(target=market_process, name="bidwar-market",
+                                             args=(theirs, str(workdir), seed, hosts, knobs, light))
+    market.start()
+    runtime: Runtime | None = None
+    started = time.monotonic()
+    figures: dict[str, Any] = {}
+    try:
+        if not ours.poll(120):
+            raise RuntimeError("the simulator process did not start")
+        url = ours.recv()
+        values = {**FAST, **(AT_SCALE if jobs > 100 else {}), **(settings or {}), "api_port": 0, "vast_api_key": "bidwar", "vast_url": url,
                   "data_dir": workdir / "plane", "api_token": secrets.token_urlsafe(24)}
         runtime = build_runtime(Settings(**values)).start()
         assert runtime.store is not None
         spec = sleep_spec(job_s)
         ids = [runtime.store.submit(spec).id for _ in range(jobs)]
         settle_at = started + seconds / 3.0
+        told = False
         while time.monotonic() - started < seconds:
-            watch.sample(time.monotonic() >= settle_at)
-            if progress and watch.samples % 20 == 0:
+            if not told and time.monotonic() >= settle_at:
+                ours.send("settled")
+                told = True
+            if progress:
                 counts = runtime.store.counts()
                 print(f"  t={time.monotonic() - started:5.0f}s "
                       + " ".join(f"{s.value}={n}" for s, n in counts.items() if n), file=sys.stderr)
-            time.sleep(0.25)
+            time.sleep(5.0 if progress else 1.0)
         counts = {s.value: n for s, n in runtime.store.counts().items() if n}
         expected = announced_cost(runtime, ids)
-        spend = our_spend(sim)
+        runtime.stop()  # before the market goes: a control plane never watches its marketplace vanish
+        runtime = None
+        ours.send("stop")
+        figures = ours.recv() if ours.poll(120) else {}
     finally:
         if runtime is not None:
             runtime.stop()
-        server.stop()
-        sim.close()
+        if market.is_alive():
+            ours.send("stop")
+            market.join(30)
+        if market.is_alive():
+            market.kill()
+    spend = float(figures.get("spend_usd", 0.0))
     return {
-        "jobs": jobs, "hosts": hosts or max(40, jobs // 2), "lively": lively, "seconds": seconds,
-        "shared_gpu": watch.shared_gpu,
-        "max_bid_over_bound": round(watch.max_bid_over_bound, 4),
-        "worst_bid": watch.worst_bid,
-        "running_share": round(sum(watch.shares) / len(watch.shares), 4) if watch.shares else 0.0,
+        "jobs": jobs, "hosts": hosts, "lively": lively, "seconds": seconds, "agents": "light" if light else "real",
+        **figures,
         "spend_over_expected": round(spend / expected, 4) if expected > 0 else None,
-        "spend_usd": round(spend, 6), "expected_usd": round(expected, 6), "peak_instances": watch.peak_ours,
-        "states": counts, "samples": watch.samples,
+        "expected_usd": round(expected, 6), "states": counts,
     }
 
 
@@ -171,14 +228,19 @@ def main() -> int:
     ap.add_argument("--job-seconds", type=float, default=30.0, help="how long each job sleeps")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lively", action="store_true", help="rival bids, on-demand renters and outages")
+    ap.add_argument("--agents", choices=("real", "light"), default=None,
+                    help="real agent processes, or in-process light ones (default: light above 100 jobs)")
+    ap.add_argument("--pass-interval", type=float, default=None, help="seconds between scheduler passes")
     ap.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     args = ap.parse_args()
+    over = {} if args.pass_interval is None else {"pass_interval_s": args.pass_interval}
     out = run(args.jobs, seconds=args.seconds, hosts=args.hosts, seed=args.seed, lively=args.lively,
-              job_s=args.job_seconds, progress=not args.json)
+              job_s=args.job_seconds, progress=not args.json, settings=over,
+              light=None if args.agents is None else args.agents == "light")
     if args.json:
         print(json.dumps(out))
     else:
-        for key in ("jobs", "hosts", "lively", "shared_gpu", "max_bid_over_bound", "running_share",
+        for key in ("jobs", "hosts", "agents", "lively", "shared_gpu", "max_bid_over_bound", "running_share",
                     "spend_over_expected", "spend_usd", "expected_usd", "peak_instances", "states"):
             print(f"{key:20} {out[key]}")
     return 0

@@ -172,9 +172,9 @@ class RecordingMarketplace:
         self.requests[iid] = request
         return iid
 
-    def list_instances(self) -> list[Instance]:
+    def list_instances(self, label: str | None = None) -> list[Instance]:
         self._record("list_instances")
-        return list(self.instances.values())
+        return [i for i in self.instances.values() if label is None or i.label == label]
 
     def get_instance(self, instance_id: int) -> Instance | None:
         self._record("get_instance", instance_id)

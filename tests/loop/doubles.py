@@ -43,11 +43,11 @@ class MemoryMarket:
             raise KeyboardInterrupt("killed between create and record")
         return self.next_id
 
-    def list_instances(self) -> list[Instance]:
+    def list_instances(self, label: str | None = None) -> list[Instance]:
         self._rec("list_instances")
         if self.fail_listing:
             raise MarketUnavailable("listing failed")
-        return list(self.instances.values())
+        return [i for i in self.instances.values() if label is None or i.label == label]
 
     def get_instance(self, instance_id: int) -> Instance | None:
         self._rec("get_instance", instance_id)

@@ -90,6 +90,8 @@ def test_list_follows_pages_and_lifecycle_calls(vsim: SimHandle, calls: CallLog)
     listed = market.list_instances()
     assert sorted(i.id for i in listed) == sorted(ids)
     assert calls.codes("list_instances") == ["ok", "ok", "ok"]  # 5 rows, 2 a page
+    one = market.list_instances(label="vf:j3:1")  # what a create looks for before it rents: one request
+    assert [i.id for i in one] == [ids[3]] and calls.codes("list_instances") == ["ok"] * 4
 
     market.stop_instance(ids[0])
     stopped = market.get_instance(ids[0])

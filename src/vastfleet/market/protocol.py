@@ -22,8 +22,9 @@ class Marketplace(Protocol):
         """Rent the offer; returns the new instance id. OfferUnavailable when it is gone."""
         ...
 
-    def list_instances(self) -> list[Instance]:
-        """Every instance of this account. Raises on a failed listing: never an empty list by mistake."""
+    def list_instances(self, label: str | None = None) -> list[Instance]:
+        """Every instance of this account (with `label`: only those carrying it, one short request where the
+        full listing pages). Raises on a failed listing: never an empty list by mistake."""
         ...
 
     def get_instance(self, instance_id: int) -> Instance | None:

@@ -130,9 +130,9 @@ class VastMarketplace:
             )
         return int(new_id)
 
-    def list_instances(self) -> list[Instance]:
+    def list_instances(self, label: str | None = None) -> list[Instance]:
         params: dict[str, Any] = {
-            "select_filters": {},
+            "select_filters": {} if label is None else {"label": {"eq": label}},
             "order_by": [{"col": "id", "dir": "asc"}],
             "limit": self._page_size,
         }
@@ -166,7 +166,8 @@ class VastMarketplace:
                 f"list_instances: vast.ai reported {total} instances but listed {len(by_id)}",
                 operation="list_instances",
             )
-        return list(by_id.values())
+        # the filter is checked here too: a server that ignored it answers the whole listing, never a stranger
+        return [i for i in by_id.values() if label is None or i.label == label]
 
     def get_instance(self, instance_id: int) -> Instance | None:
         subject = f"instance {instance_id}"

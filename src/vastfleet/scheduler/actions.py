@@ -138,7 +138,7 @@ def _create_locked(ctx: ActionContext, job_id: str, epoch: int, offer_id: int, b
         _back_to_pending(ctx, job_id, epoch, f"create refused: {refused}")
         return None
     label = label_for(job_id, epoch, ctx.prefix)
-    existing = sorted(i.id for i in ctx.market.list_instances() if i.label == label)
+    existing = sorted(i.id for i in ctx.market.list_instances(label=label) if i.label == label)
     if existing:
         instance_id, how = existing[0], "adopted by its label"
     else:

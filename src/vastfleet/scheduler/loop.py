@@ -60,7 +60,8 @@ class LoopConfig:
     interval_s: float = 5.0  # between passes; production default (tests: 0.5)
     lease_ttl_s: float = 30.0  # a dead leader is replaced after this long
     params: PlanParams = field(default_factory=PlanParams)
-    offer_limit: int = 50
+    offer_limit: int = 50  # offers per search beyond what the fleet itself holds and the jobs asking need
+    max_offer_limit: int = 5000
     max_backoff_s: float = 60.0  # a job no offer fits is searched for at most this rarely
 
 
@@ -259,7 +260,8 @@ class SchedulerLoop:
                   and by_id[j.instance_id].is_bid
                   and (by_id[j.instance_id].actual_status or "") in ("stopped", "scheduling")]
         wanted = pending + paused  # a paused bid is weighed against moving: it needs offers too
-        offers = self._offers(market, wanted) if wanted else {}
+        ours = sum(1 for i in instances if parse_label(i.label, self.ctx.prefix) is not None)
+        offers = self._offers(market, wanted, ours) if wanted else {}
         return Snapshot(jobs=jobs, instances=instances, beats=beats, offers=offers, creating=creating,
                         obligations=obligations, destroying=destroying, quarantined=quarantined)
 
@@ -296,8 +298,10 @@ class SchedulerLoop:
 
     def _note_unplaced(self, snap: Snapshot, plan: Plan, now: float) -> None:
         placed = {c.job_id for c in plan.of(Create)}
-        for job_id in snap.offers:
-            if job_id in placed:
+        for job_id, found in snap.offers.items():
+            # Back off only a job whose search found nothing: one that lost this pass to others (or to the
+            # fleet's own holdings) is tried again next pass, as capacity frees (searches are shared anyway).
+            if job_id in placed or found:
                 self._backoff.pop(job_id, None)
             else:
                 delay = min(self.config.max_backoff_s, max(self.config.interval_s, 2 * self._backoff.get(
@@ -308,21 +312,33 @@ class SchedulerLoop:
             if job is None or job.state != JobState.PENDING:
                 del self._backoff[job_id]
 
-    def _offers(self, market: Marketplace, pending: Sequence[Job]) -> dict[str, list[Offer]]:
+    def _offers(self, market: Marketplace, pending: Sequence[Job], ours: int) -> dict[str, list[Offer]]:
+        """One search per distinct query, shared by the jobs that ask it. The cheapest offers are often the
+        GPUs our own rentals hold (listed just above our bids): each search reaches past them, and past one
+        offer per job asking, within `max_offer_limit`."""
+        asking: dict[str, int] = {}
+        for job in pending:
+            for query in queries_for(job, 0):
+                key = query.model_dump_json()
+                asking[key] = asking.get(key, 0) + 1
         cache: dict[str, list[Offer]] = {}
+        combined: dict[tuple[str, ...], list[Offer]] = {}  # jobs asking the same searches share one list
         out: dict[str, list[Offer]] = {}
         for job in pending:
-            found: list[Offer] = []
-            for query in queries_for(job, self.config.offer_limit):
-                key = query.model_dump_json()
-                if key not in cache:
+            queries = queries_for(job, 0)
+            keys = tuple(q.model_dump_json() for q in queries)
+            if keys not in combined:
+                for key, query in zip(keys, queries, strict=True):
+                    if key in cache:
+                        continue
+                    limit = min(self.config.max_offer_limit, self.config.offer_limit + ours + 2 * asking[key])
                     try:
-                        cache[key] = market.search_offers(query)
+                        cache[key] = market.search_offers(query.model_copy(update={"limit": limit}))
                     except VastfleetError as exc:
                         log.warning("offer search failed: %s", exc)
                         cache[key] = []
-                found.extend(cache[key])
-            out[job.id] = found
+                combined[keys] = [o for key in keys for o in cache[key]]
+            out[job.id] = combined[keys]
         return out
 
     def _observe_metrics(self, result: PassResult, snap: Snapshot | None, seconds: float) -> None:

@@ -263,10 +263,11 @@ def rental_of(inst: Instance) -> Rental | None:
 
 def fleet_holdings(snap: Snapshot, ours: Sequence[tuple[Instance, str, int]],
                    by_label: Mapping[tuple[str, int], Sequence[Instance]]) -> Holdings:
-    """Every listed rental of ours (whatever its phase, orphans too: they hold GPUs until destroyed) and the
+    """Every listed rental of ours (whatever its phase; orphans and those being destroyed too: they hold GPUs
+    until the listing shows them gone) and the
     machines of attempts the listing does not show (a create in flight or just done: the jobs are read before
     the listing and the offers after it, so a rental made in between is seen here or in the offers' prices)."""
-    rentals = [r for inst, _, _ in ours if inst.id not in snap.destroying and (r := rental_of(inst)) is not None]
+    rentals = [r for inst, _, _ in ours if (r := rental_of(inst)) is not None]
     in_flight = frozenset(j.machine_id for j in snap.jobs.values()
                           if j is not None and j.machine_id is not None
                           and (j.state == S.PLACING or j.state in ATTEMPT_STATES)

@@ -49,7 +49,8 @@ REBID_MIN_DROP = 0.05  # lower a running bid only when it saves at least this sh
 def merge_offers(offers: Mapping[str, Sequence[Offer]]) -> list[Offer]:
     """One row per ask: the bid search's row carries the live min_bid, the on-demand one the same dph_total."""
     rows: dict[int, Offer] = {}
-    for found in offers.values():
+    lists = {id(found): found for found in offers.values()}  # jobs asking alike share one list: merge it once
+    for found in lists.values():
         for offer in found:
             have = rows.get(offer.id)
             if have is None or (offer.is_bid and not have.is_bid):

@@ -61,13 +61,15 @@ class Simulator:
         quirks: dict[str, bool] | None = None,
         clock: Callable[[], float] | None = None,
         tick_interval: float = 0.2,
+        runner: Any = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.api_key = api_key
         self.seed = seed
         self.clock = SimClock(clock or time.time)
-        self.runner = ProcessRunner(self.workdir)
+        # instances as local process groups; a benchmark of thousands may bring a lighter runner of its own
+        self.runner = runner if runner is not None else ProcessRunner(self.workdir)
         k = Knobs()
         k.update(knobs or {})
         self.market = Market(seed, hosts, clock=self.clock, runner=self.runner, knobs=k, quirks=quirks)
