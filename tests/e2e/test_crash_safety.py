@@ -58,7 +58,8 @@ def scheduler_env(plane_settings, public_url: str) -> dict[str, str]:
     values = {**FAST, "redis_url": plane_settings.redis_url, "vast_api_key": plane_settings.vast_api_key,
               "vast_url": plane_settings.vast_url, "agent_secret": plane_settings.agent_secret,
               "storage_secret": plane_settings.storage_secret, "public_url": public_url, "run_api": "false",
-              "workers": 1, "log_level": "INFO"}
+              "workers": 1, "log_level": "INFO", "data_dir": plane_settings.data_dir}
+    # one data directory: the secrets the API keeps there (made at its first start) are the scheduler's too
     env.update({f"VASTFLEET_{k.upper()}": str(v) for k, v in values.items()})
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH", "")])
     return env
