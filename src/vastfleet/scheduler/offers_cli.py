@@ -33,7 +33,7 @@ from vastfleet.scheduler.policy import (
     job_view_from_job,
     rank_offers,
 )
-from vastfleet.scheduler.policy.explain import RankedOffer, rejections_text, unplaced_reason
+from vastfleet.scheduler.policy.explain import RankedOffer, removed_text, unplaced_reason
 from vastfleet.spec import BidKind, JobSpec, Offer, OfferQuery, load_job_spec
 from vastfleet.spec.durations import format_duration
 from vastfleet.spec.gpus import gpu_model
@@ -126,7 +126,7 @@ def offers_command(job_file: Path | None, explain: bool, as_json: bool) -> None:
     by_id = {o.id: o for o in offers}
     out.print(offers_table(ranking, by_id, f"offers for {job.job_id}: {work_text(spec, job)}"))
     if explain:
-        out.print(Text(f"filters: {rejections_text(job, ranking.considered, ranking.rejected)}"))
+        out.print(Text(f"{ranking.considered} offers considered; {removed_text(job, ranking.rejected)}"))
         for r in ranking.rows[:EXPLAINED]:
             out.print(Text(explain_block(r, by_id.get(r.offer_id), job)))
 

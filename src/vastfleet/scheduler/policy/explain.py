@@ -68,12 +68,16 @@ def _filter_words(job: JobView) -> dict[str, str]:
     }
 
 
-def rejections_text(job: JobView, considered: int, rejected: dict[str, int], where: str = "") -> str:
-    """`of 500 offers, gpu_model removed 470 (not H100 SXM), ...`: the filters that removed any, in order."""
+def removed_text(job: JobView, rejected: dict[str, int]) -> str:
+    """`gpu_model removed 470 (not H100 SXM), ...`: the filters that removed any offer, in chain order."""
     words = _filter_words(job)
     removed = [f"{name} removed {count} ({words.get(name, name)})" for name, count in rejected.items() if count]
-    of = f"of {considered} offers{where}"
-    return f"{of}, no filter removed any" if not removed else f"{of}, " + ", ".join(removed)
+    return ", ".join(removed) or "no filter removed any"
+
+
+def rejections_text(job: JobView, considered: int, rejected: dict[str, int], where: str = "") -> str:
+    """`of 500 offers, gpu_model removed 470 (not H100 SXM), ...`."""
+    return f"of {considered} offers{where}, {removed_text(job, rejected)}"
 
 
 def unplaced_reason(job: JobView, table: OfferTable, now: float, *, searched_all: bool = False) -> str:
