@@ -71,8 +71,8 @@ def test_each_decision_and_action_is_logged_once_with_job_epoch_instance_and_rea
     placed = [m for m in said if m.startswith("transition ") and "to=PLACING" in m]
     assert len(placed) == 1 and "epoch=1 instance=- " in placed[0] and "expected" in placed[0]
     created = [m for m in said if m.startswith("created ")]
-    assert created == [f"created job={job.id} epoch=1 instance={inst} offer={job.offer_id}:"
-                       f" rented offer {job.offer_id} on demand"]
+    assert created == [(f"created job={job.id} epoch=1 instance={inst} offer={job.offer_id}:"
+                       f" rented offer {job.offer_id} on demand")]
     booting = [m for m in said if "to=BOOTING" in m]
     assert len(booting) == 1 and f"epoch=1 instance={inst} " in booting[0]
     cancelled = [m for m in said if "to=CANCELLED" in m]

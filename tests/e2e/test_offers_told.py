@@ -75,9 +75,9 @@ def test_the_specs_checkpoint_interval_is_the_one_shown(offers: object, tmp_path
 def test_explain_is_an_indented_block_per_offer_not_key_value(offers: object, tmp_path: Path) -> None:
     text = offers("--job", str(spec_file(tmp_path)), "--explain")  # type: ignore[operator]
     assert "offers considered" in text
-    assert re.search(r"^offer \d+: 1x RTX \d{4} \(.+\), (bid|on demand) \$", text, re.M)
+    assert re.search(r"^offer \d+: 1x RTX \d{4} \(.+\), (bid|on demand) \$", text, re.MULTILINE)
     for term in ("expected cost", "expected time", "interruptions", "checkpoints", "deadline slack", "why"):
-        assert re.search(rf"^  {term}\s+\S", text, re.M), term
+        assert re.search(rf"^  {term}\s+\S", text, re.MULTILINE), term
     assert not re.search(r"\w=\S", text), "no key=value wall"
 
 
