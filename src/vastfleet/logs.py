@@ -35,8 +35,11 @@ def event(logger: logging.Logger, what: str, reason: str = "", *, job: str | Non
     if not logger.isEnabledFor(level):
         return
     fields: dict[str, Any] = {"event": what, "job": job, "epoch": epoch, "instance": instance, **more}
-    shown = " ".join(f"{k}={'-' if v is None else v}" for k, v in fields.items() if k != "event")
-    logger.log(level, "%s %s%s", what, shown, f": {reason}" if reason else "",
+    # a job's line always names its attempt and instance (`-`: none yet); a line about no job skips them
+    named = {k: v for k, v in fields.items() if k != "event" and (v is not None or (
+        job is not None and k in ("epoch", "instance")))}
+    shown = "".join(f" {k}={'-' if v is None else v}" for k, v in named.items())
+    logger.log(level, "%s%s%s", what, shown, f": {reason}" if reason else "",
                extra={"vf": {**fields, "reason": reason}})
 
 
