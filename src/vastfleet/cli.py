@@ -240,9 +240,9 @@ def _show(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def format_progress(progress: dict[str, Any], short: bool = False) -> str:
+def format_progress(progress: dict[str, Any]) -> str:
     """`28/60 (47%)` when the job reports `step` and `of` (or `total`), `47%` from a `fraction`, then the
-    other scalar entries as `name value`; `short`: the first part only (a table column)."""
+    other scalar entries as `name value` (never the raw JSON)."""
     if not progress:
         return "-"
     step, total, fraction = progress.get("step"), progress.get("of", progress.get("total")), progress.get("fraction")
@@ -253,8 +253,6 @@ def format_progress(progress: dict[str, Any], short: bool = False) -> str:
         head, used = f"{100.0 * fraction:.0f}%", {"fraction"}
     elif _number(step):
         head, used = f"step {_show(step)}", {"step"}
-    if short and head:
-        return head.split(" (")[0]
     rest = [f"{k} {_show(v)}" for k, v in progress.items()
             if k not in used and (_number(v) or isinstance(v, (str, bool)))]
     return ", ".join([head, *rest] if head else rest) or "-"

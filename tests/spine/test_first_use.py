@@ -101,7 +101,6 @@ def test_progress_and_money_formats() -> None:
     assert format_progress({"fraction": 0.25, "epoch": 2}) == "25%, epoch 2"
     assert format_progress({"step": 7}) == "step 7"
     assert format_progress({}) == "-"
-    assert format_progress({"step": 28, "of": 60}, short=True) == "28/60"
     assert [format_usd(x) for x in (0.00066, 0.0638, 0.5, 12.345, 0)] == [
         "$0.00066", "$0.064", "$0.50", "$12.35", "$0.00"]
     assert [format_price(x) for x in (0.0638, 0.151, 2.5)] == ["$0.064/h", "$0.151/h", "$2.50/h"]
