@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeGuard, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
@@ -27,6 +27,7 @@ from vastfleet.errors import BadInput, VastfleetError
 from vastfleet.spec import Job, JobEvent, JobSummary
 from vastfleet.spec.durations import format_duration
 from vastfleet.spec.jobspec import load_job_spec
+from vastfleet.spec.money import format_price, format_usd
 
 app = typer.Typer(name="vastfleet", help="Run GPU jobs on the vast.ai marketplace cheaply and safely.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -72,7 +73,7 @@ def ago(at: float) -> str:
 
 
 def print_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2))
+    typer.echo(json.dumps(data, indent=2, default=str))  # default=str: no value ever crashes the output
 
 
 # --- the server ---------------------------------------------------------------------------------------
@@ -89,16 +90,27 @@ def server(
     public_url: Annotated[str | None, typer.Option(envvar="VASTFLEET_PUBLIC_URL",
                                                    help="the URL instances reach the API at (agents)")] = None,
     scheduler: Annotated[bool, typer.Option(help="run the scheduler loop and action workers here too")] = True,
+    log_level: Annotated[str, typer.Option(envvar="VASTFLEET_LOG_LEVEL", metavar="LEVEL",
+                                           help="DEBUG (every marketplace call), INFO (every decision and action),"
+                                                " WARNING or ERROR")] = "INFO",
+    log_format: Annotated[str, typer.Option(envvar="VASTFLEET_LOG_FORMAT", metavar="FORMAT",
+                                            help="text (readable) or json (one object per line)")] = "text",
 ) -> None:
     """Run the control plane: the API, and unless --no-scheduler the scheduler loop and action workers.
 
-    The user token comes from VASTFLEET_TOKEN; the marketplace key from VAST_API_KEY (or vastai's key
-    file) and its server from VASTFLEET_MARKET_URL; every other knob from VASTFLEET_* (docs/scheduler.md).
+    It logs each decision and action on stderr, one line each. The user token comes from VASTFLEET_TOKEN;
+    the marketplace key from VAST_API_KEY (or vastai's key file) and its server from VASTFLEET_MARKET_URL;
+    every other knob from VASTFLEET_* (docs/scheduler.md).
     """
     import redis
 
+    from vastfleet import logs
+    from vastfleet.api.serve import check_listen
     from vastfleet.runtime import Settings, serve_forever
 
+    logs.parse_level(log_level)
+    log_format = logs.check_format(log_format)
+    check_listen(host, port)  # a port in use: one line and exit 2, before anything else is printed
     token = os.environ.get("VASTFLEET_TOKEN", "")
     if not token:
         raise BadInput("VASTFLEET_TOKEN is not set: the server needs a user token for its API "
@@ -123,10 +135,9 @@ def server(
             except MarketAuthError as exc:
                 raise BadInput(f"{exc}; or start the API alone with --no-scheduler") from None
     settings = Settings(api_host=host, api_port=port, redis_url=redis_url, api_token=token,
-                        public_url=public_url, run_scheduler=scheduler, workers=2 if scheduler else 0)
-    typer.echo(f"vastfleet on http://{host}:{port} (Redis {redact_url(redis_url)}, "
-               f"scheduler {'on' if scheduler else 'off'})", err=True)
-    code = serve_forever(settings)
+                        public_url=public_url, run_scheduler=scheduler, workers=2 if scheduler else 0,
+                        log_level=log_level.upper(), log_format=log_format)
+    code = serve_forever(settings)  # its first log line says where it listens, once it does
     if code:
         raise typer.Exit(code)
 
@@ -137,13 +148,15 @@ def server(
 @app.command()
 @friendly_errors
 def submit(
-    file: Annotated[Path, typer.Argument(help="the job spec, YAML or JSON")],
-    set_: Annotated[list[str] | None, typer.Option("--set", help="override a key, e.g. --set resources.gpus=2")]
-    = None,
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="the job spec, YAML or JSON")],
+    set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE",
+                                                   help="override a key, e.g. --set resources.gpus=2")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the whole job as JSON")] = False,
 ) -> None:
-    """Submit a job; prints its id."""
+    """Submit a job to the server at VASTFLEET_URL (default http://127.0.0.1:8765) with the token in
+    VASTFLEET_TOKEN; prints the job's id."""
     spec = load_job_spec(file, set_ or [])  # validated here first: a bad spec never reaches the server
+    spec.check_deadline(time.time())
     with Client() as client:
         job = client.submit(spec)
     if as_json:
@@ -155,14 +168,16 @@ def submit(
 @app.command()
 @friendly_errors
 def status(
-    job_id: Annotated[str | None, typer.Argument(metavar="[JOB]", help="one job's details; all jobs without")]
+    job_id: Annotated[str | None, typer.Argument(metavar="JOB", help="one job's details; all jobs without")]
     = None,
-    state: Annotated[str | None, typer.Option(help="only jobs in this state")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=1000, help="at most this many jobs (the most recent)")] = 100,
+    state: Annotated[str | None, typer.Option(metavar="STATE", help="only jobs in this state, e.g. RUNNING")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, metavar="N", help="at most this many jobs (the most recent)")]
+    = 100,
     before: Annotated[str | None, typer.Option(metavar="JOB", help="the jobs submitted before this one")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Show the most recent jobs (a summary of each), or one job's details."""
+    """Show the most recent jobs (a summary of each), or one job's details, from the server at VASTFLEET_URL
+    (default http://127.0.0.1:8765) with the token in VASTFLEET_TOKEN."""
     with Client() as client:
         if job_id is not None:
             job = client.get(job_id)
@@ -217,6 +232,32 @@ def jobs_table(jobs: list[JobSummary]) -> Table:
     return table
 
 
+def _number(value: Any) -> TypeGuard[float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _show(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def format_progress(progress: dict[str, Any]) -> str:
+    """`28/60 (47%)` when the job reports `step` and `of` (or `total`), `47%` from a `fraction`, then the
+    other scalar entries as `name value` (never the raw JSON)."""
+    if not progress:
+        return "-"
+    step, total, fraction = progress.get("step"), progress.get("of", progress.get("total")), progress.get("fraction")
+    head, used = "", set()
+    if _number(step) and _number(total) and total > 0:
+        head, used = f"{_show(step)}/{_show(total)} ({100.0 * step / total:.0f}%)", {"step", "of", "total"}
+    elif _number(fraction):
+        head, used = f"{100.0 * fraction:.0f}%", {"fraction"}
+    elif _number(step):
+        head, used = f"step {_show(step)}", {"step"}
+    rest = [f"{k} {_show(v)}" for k, v in progress.items()
+            if k not in used and (_number(v) or isinstance(v, (str, bool)))]
+    return ", ".join([head, *rest] if head else rest) or "-"
+
+
 def plain(*cells: str) -> list[Text]:
     """Cells as literal text: a reason or an image may hold `[...]`, which rich would read as markup (and
     a stray `[/x]` made it raise instead of printing the table)."""
@@ -235,11 +276,13 @@ def job_details(job: Job) -> Table:
         ("submitted", when(job.submitted_at)), ("updated", when(job.updated_at)),
         ("deadline", when(job.deadline_at)),
         ("instance", "-" if job.instance_id is None else str(job.instance_id)),
-        ("bid", "on demand" if job.bid is None else f"${job.bid:.3f}/h"),
-        ("preemptions", str(job.preemptions)), ("errors", str(job.errors)), ("cost", f"${job.cost_usd:.2f}"),
+        ("bid", "on demand" if job.bid is None else format_price(job.bid)),
+        ("preemptions", str(job.preemptions)), ("errors", str(job.errors)), ("cost", format_usd(job.cost_usd)),
+        ("expected cost", "-" if job.expected_cost_usd is None else f"{format_usd(job.expected_cost_usd)} more"
+         " (at placement)"),
         ("checkpoint", "-" if checkpoint is None else
          f"epoch {checkpoint.epoch} step {checkpoint.step} at {when(checkpoint.committed_at)}"),
-        ("progress", json.dumps(job.progress) if job.progress else "-"),
+        ("progress", format_progress(job.progress)),
         ("exit code", "-" if job.exit_code is None else str(job.exit_code)),
     ]
     if job.cancel_requested:
@@ -261,8 +304,34 @@ def events_table(history: list[JobEvent]) -> Table:
     return table
 
 
+def tidy_help(command: Any) -> None:
+    """Help that reads well at 80 columns, whatever typer version renders it: no `<bool>`/`<int>` type tags
+    (a flag shows nothing, an option its name as `NAME`), and each paragraph of a docstring one line for the
+    renderer to wrap (a docstring's own line breaks fell mid-sentence). Walks every command and sub-app."""
+    if command.help:
+        command.help = "\n\n".join(" ".join(p.split()) for p in command.help.split("\n\n"))
+    get_params = command.get_params
+
+    def tidied(ctx: Any) -> Any:
+        params = get_params(ctx)  # typer makes --help here, late: it is tidied with the rest
+        for param in params:
+            if getattr(param, "is_flag", False):
+                param.metavar = ""
+            elif param.metavar is None and param.name:
+                param.metavar = param.name.upper()
+            if getattr(param, "param_type_name", "") == "argument" and hasattr(param, "display_type_rich"):
+                param.display_type_rich = lambda ctx: None  # the argument's name says it (typer adds `<path>`)
+        return params
+
+    command.get_params = tidied
+    for sub in getattr(command, "commands", {}).values():
+        tidy_help(sub)
+
+
 def main() -> None:
-    app()
+    command = typer.main.get_command(app)
+    tidy_help(command)
+    command(prog_name="vastfleet")
 
 
 # ======================================================================================================
@@ -273,8 +342,8 @@ def main() -> None:
 
 @app.command()
 def demo(
-    jobs: Annotated[int, typer.Option(help="how many jobs to run (1-20)")] = 3,
-    preemptions: Annotated[int, typer.Option(help="how many preemptions to inject (0-50)")] = 3,
+    jobs: Annotated[int, typer.Option(metavar="N", help="how many jobs to run (1-20)")] = 3,
+    preemptions: Annotated[int, typer.Option(metavar="N", help="how many preemptions to inject (0-50)")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as one JSON object, last line")]
     = False,
 ) -> None:
@@ -286,8 +355,8 @@ def demo(
 
 @app.command()
 def offers(
-    job: Annotated[Path | None, typer.Option("--job", help="rank for this job spec (default: any 1-GPU job)")]
-    = None,
+    job: Annotated[Path | None, typer.Option("--job", metavar="FILE",
+                                             help="rank for this job spec (default: any 1-GPU job)")] = None,
     explain: Annotated[bool, typer.Option(help="show the terms behind each expected cost")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:

@@ -40,6 +40,7 @@ class Client:
         token = token if token is not None else os.environ.get("VASTFLEET_TOKEN", "")
         if not self.url.startswith(("http://", "https://")):
             raise BadInput(f"VASTFLEET_URL {self.url!r} is not an http:// or https:// URL")
+        self._has_token = bool(token)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
 
@@ -108,7 +109,11 @@ class Client:
         error = _BY_STATUS.get(response.status_code)
         if error is None:
             raise VastfleetError(f"the vastfleet server at {self.url} answered {response.status_code}: {detail}")
-        if error is Unauthorized and "VASTFLEET_TOKEN" not in detail:
+        if error is Unauthorized and not self._has_token:
+            # The server speaks HTTP ("send Authorization: Bearer ..."); a CLI user needs the variable to set.
+            detail = (f"the vastfleet server at {self.url} needs the user token: set VASTFLEET_TOKEN to the"
+                      " server's token (export VASTFLEET_TOKEN=...)")
+        elif error is Unauthorized and "VASTFLEET_TOKEN" not in detail:
             detail += " (set VASTFLEET_TOKEN)"
         raise error(detail)
 

@@ -99,6 +99,7 @@ class Settings(BaseSettings):
     host_exclusion_s: float = 6 * 3600.0  # a host that failed us is not placed on again for this long
     agent_poll_s: float = 1.0
     log_level: str = "INFO"
+    log_format: str = "text"  # text (readable) or json (one object per line); set up by `serve_forever`
 
     def timings(self) -> Timings:
         return Timings(heartbeat_lost_s=self.heartbeat_lost_s, heartbeat_interval_s=self.heartbeat_interval_s,
@@ -184,7 +185,14 @@ class Runtime:
         from vastfleet.market.config import marketplace_from_env
         from vastfleet.market.vast import VastMarketplace
 
-        on_call = getattr(self.metrics, "market_call", None)
+        count = getattr(self.metrics, "market_call", None)
+
+        def on_call(operation: str, code: int | str, seconds: float) -> None:
+            """Every marketplace request: logged at DEBUG (no arguments: they may hold an onstart env), counted."""
+            log.debug("market call %s -> %s in %.2fs", operation, code, seconds)
+            if count is not None:
+                count(operation, code, seconds)
+
         if not self.settings.vast_api_key:
             # Where the vastai package looks: VAST_API_KEY, then its key file; VASTFLEET_MARKET_URL for the server.
             return marketplace_from_env(on_call=on_call)
@@ -357,14 +365,21 @@ def build_runtime(settings: Settings | None = None, market: Marketplace | None =
 
 
 def serve_forever(settings: Settings | None = None) -> int:
-    """Run the control plane in the foreground until SIGTERM/SIGINT (what `vastfleet server` runs)."""
+    """Run the control plane in the foreground until SIGTERM/SIGINT (what `vastfleet server` runs), logging
+    to stderr in the settings' format and level."""
+    from vastfleet import logs
+
+    settings = settings or Settings()
+    logs.setup(settings.log_level, settings.log_format)
     runtime = build_runtime(settings)
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     runtime.start()
-    log.info("vastfleet control plane up (redis: %s, api: %s, scheduler: %s, workers: %s)", runtime.redis_kind,
-             runtime.public_url or "off", "on" if runtime.loop else "off", len(runtime._workers))
+    api = f"http://{settings.api_host}:{runtime.server.port}" if runtime.server is not None else "off"
+    logs.event(log, "started", f"API {api} (agents reach it at {runtime.public_url or '-'}), Redis"
+               f" {runtime.redis_kind}, scheduler {'on' if runtime.loop else 'off'},"
+               f" {len(runtime._workers)} action workers")
     try:
         stopping.wait()
     finally:
@@ -373,7 +388,6 @@ def serve_forever(settings: Settings | None = None) -> int:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return serve_forever()
     except VastfleetError as exc:

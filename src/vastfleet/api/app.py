@@ -15,6 +15,7 @@ import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.routing import Route
 
 import vastfleet
 from vastfleet.api import user_routes
@@ -38,7 +39,11 @@ def create_app(ctx: ApiContext) -> FastAPI:
     if ctx.agent_router is not None:
         app.include_router(ctx.agent_router)
     if ctx.metrics_app is not None:
-        app.mount("/metrics", ctx.metrics_app)
+        # A route, not a mount: a mount answers `/metrics` with a 307 to `/metrics/`, which scrapers and
+        # people alike call a broken endpoint. The ASGI app serves the exact path (and `/metrics/` too).
+        metrics = WholeApp(ctx.metrics_app)
+        app.router.routes.append(Route("/metrics", endpoint=metrics, methods=["GET", "HEAD"]))
+        app.router.routes.append(Route("/metrics/", endpoint=metrics, methods=["GET", "HEAD"]))
 
     @app.get("/healthz", tags=["health"], summary="Liveness and Redis reachability (no auth)")
     def healthz() -> JSONResponse:
@@ -52,6 +57,17 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(redis.RedisError, _redis_error)  # type: ignore[arg-type]
     return app
+
+
+class WholeApp:
+    """An ASGI app as a route's endpoint. A router serves an object as a whole ASGI app but wraps a plain
+    function (which prometheus_client's app is) as a request handler, so the function travels in an object."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
 
 
 def _detail(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -1,10 +1,13 @@
 """Running the API: in the foreground (`vastfleet server`) or in a background thread (demo, tests, bench).
 
-Owns the uvicorn settings; never builds the app or its context.
+Owns the uvicorn settings; never builds the app or its context. An address that cannot be listened on (a
+port in use, an address not on this machine) is a `BadInput` with one line that names it, raised before
+anything is served: never uvicorn's traceback after its "running on" line.
 """
 
 from __future__ import annotations
 
+import errno
 import socket
 import threading
 import time
@@ -12,6 +15,35 @@ from types import TracebackType
 
 import uvicorn
 from fastapi import FastAPI
+
+from vastfleet.errors import BadInput
+
+_WHY = {errno.EADDRINUSE: "the port is already in use (another server runs there?)",
+        errno.EADDRNOTAVAIL: "no network interface of this machine has that address",
+        errno.EACCES: "permission denied (ports below 1024 need root)"}
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to (host, port) for uvicorn to serve on; BadInput naming the address when it cannot be."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family)
+    except OSError as exc:
+        raise BadInput(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart reuses a port left in TIME_WAIT
+    try:
+        sock.bind((host, port))
+    except (OSError, OverflowError) as exc:
+        sock.close()
+        why = _WHY.get(getattr(exc, "errno", None) or -1) or getattr(exc, "strerror", None) or str(exc)
+        raise BadInput(f"cannot listen on {host}:{port}: {why}") from None
+    return sock
+
+
+def check_listen(host: str, port: int) -> None:
+    """Fail early, before a server prints anything, when (host, port) cannot be listened on."""
+    if port:
+        listening_socket(host, port).close()
 
 
 def run_forever(app: FastAPI, host: str, port: int, log_level: str = "info") -> None:
@@ -22,11 +54,10 @@ class ServerThread:
     """uvicorn serving `app` on a loopback port in a daemon thread; `with ServerThread(app) as url: ...`."""
 
     def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning") -> None:
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))  # bound here, so the port is ours before the thread starts
+        self.sock = listening_socket(host, port)  # bound here, so the port is ours before the thread starts
         self.host, self.port = host, int(self.sock.getsockname()[1])
-        config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off")
+        # log_config=None: uvicorn's lines go through the process's own logging (`vastfleet.logs`), same format
+        config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off", log_config=None)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True,
                                        name=f"vastfleet-api-{self.port}")

@@ -44,6 +44,7 @@ def parse_state(value: str | None) -> JobState | None:
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=Job, summary="Submit a job")
 def submit(spec: JobSpec, request: Request) -> Job:
+    spec.check_deadline(_store(request).clock())  # a deadline already past is refused here, not by the spec
     if spec.secrets:
         source = request.app.state.ctx.extra.get("secrets")  # a SecretSource, when the server holds secrets
         if source is None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import builtins
 import json
+import logging
 import re
 import secrets
 import time
@@ -30,11 +31,14 @@ import redis
 from pydantic import TypeAdapter, ValidationError
 
 from vastfleet.errors import BadInput, Conflict, IllegalTransition, NotFound, RetryLater, StaleEpoch
+from vastfleet.logs import event
 from vastfleet.queue.keys import Keys
 from vastfleet.queue.machine import StateMachine, pairs
 from vastfleet.queue.quarantine import JobQuarantined, Quarantine, try_decode
 from vastfleet.spec.job import CheckpointRef, Job, JobEvent, JobState
 from vastfleet.spec.jobspec import JobSpec
+
+log = logging.getLogger(__name__)
 
 # Fields only their own method writes: identity, the state machine's, and the forward-only checkpoint.
 _PROTECTED = frozenset({"id", "spec", "state", "epoch", "submitted_at", "updated_at", "latest_checkpoint",
@@ -185,6 +189,7 @@ class JobStore:
                     k.all_events]
             args = [job.id, repr(now), str(-spec.priority), str(self.EVENTS_CAP), *fields]
             if _text(self._submit(keys=keys, args=args)) == "ok":
+                event(log, "submitted", f"{spec.name}, priority {spec.priority}", job=job.id, epoch=0)
                 return job
         raise Conflict("could not allocate a unique job id")  # pragma: no cover
 
@@ -197,7 +202,10 @@ class JobStore:
         encoded["updated_at"] = json.dumps(now)
         applied = self.machine.apply(job_id, JobState(to), reason, now=now, expected_epoch=expected_epoch,
                                      encoded_fields=encoded, data_json=data)
-        return decode_job(applied.raw)
+        job = decode_job(applied.raw)
+        # The one place every state change passes (scheduler, agents, users): each is logged here, once.
+        event(log, "transition", reason, job=job_id, epoch=job.epoch, instance=job.instance_id, to=job.state.value)
+        return job
 
     def update(self, job_id: str, *, expected_epoch: int, **fields: Any) -> Job:
         encoded = self._encode_user_fields(fields)

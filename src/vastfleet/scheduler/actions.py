@@ -28,11 +28,13 @@ from typing import Any
 import redis
 
 from vastfleet.errors import IllegalTransition, MarketError, StaleEpoch
+from vastfleet.logs import event
 from vastfleet.market.protocol import Marketplace
 from vastfleet.queue import JobStore
 from vastfleet.scheduler.labels import label_for
 from vastfleet.spec.job import Job, JobState
 from vastfleet.spec.market import CreateRequest
+from vastfleet.spec.money import format_price
 
 log = logging.getLogger(__name__)
 
@@ -134,21 +136,25 @@ def _create_locked(ctx: ActionContext, job_id: str, epoch: int, offer_id: int, b
         return None
     refused = bid_refusal(job, bid)
     if refused:
-        log.error("create %s/%s refused: %s", job_id, epoch, refused)
+        event(log, "create refused", refused, job=job_id, epoch=epoch, offer=offer_id, level=logging.ERROR)
         _back_to_pending(ctx, job_id, epoch, f"create refused: {refused}")
         return None
     label = label_for(job_id, epoch, ctx.prefix)
     existing = sorted(i.id for i in ctx.market.list_instances(label=label) if i.label == label)
     if existing:
         instance_id, how = existing[0], "adopted by its label"
+        event(log, "adopted", f"instance {instance_id} already carries the label {label}", job=job_id, epoch=epoch,
+              instance=instance_id)
     else:
         request = ctx.build_request(job, epoch, bid)
         try:
             instance_id = ctx.market.create_instance(offer_id, request)
         except MarketError as exc:  # offer gone, funds, refused: permanent for this offer; MarketUnavailable retries
+            event(log, "create failed", str(exc), job=job_id, epoch=epoch, offer=offer_id, level=logging.WARNING)
             _back_to_pending(ctx, job_id, epoch, f"create failed: {exc}")
             return None
-        how = f"rented offer {offer_id}" + (f" at bid ${bid:.3f}/h" if bid is not None else " on demand")
+        how = f"rented offer {offer_id}" + (f" at bid {format_price(bid)}" if bid is not None else " on demand")
+        event(log, "created", how, job=job_id, epoch=epoch, instance=instance_id, offer=offer_id)
         ctx.emit("created", job_id=job_id, epoch=epoch, instance_id=instance_id, bid=bid)
     try:
         ctx.store.transition(job_id, JobState.BOOTING, f"instance {instance_id}: {how}", expected_epoch=epoch,
@@ -191,9 +197,13 @@ def _back_to_pending(ctx: ActionContext, job_id: str, epoch: int, reason: str) -
 def destroy(ctx: ActionContext, instance_id: int) -> bool:
     """Drive one obligation: call destroy (idempotent). The obligation stays until a listing shows it gone."""
     try:
-        if ctx.redis.hget(ctx.obligations_key, str(instance_id)) is None:
+        why = ctx.redis.hget(ctx.obligations_key, str(instance_id))
+        if why is None:
             return False  # satisfied meanwhile
         ctx.market.destroy_instance(instance_id)
+        owner = json.loads(why)
+        event(log, "destroy called", str(owner.get("reason", "")), job=owner.get("job_id"), epoch=owner.get("epoch"),
+              instance=instance_id)
         ctx.emit("destroyed", instance_id=instance_id)
         return True
     finally:

@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from rq import Retry
 
 from vastfleet.errors import BadInput, IllegalTransition, NotFound, RetryLater, StaleEpoch, VastfleetError
+from vastfleet.logs import event
 from vastfleet.queue.actions import CREATE, DESTROY, action_queue
 from vastfleet.scheduler import actions as act
 from vastfleet.scheduler.plan import Create, Destroy, Forget, Plan, RaiseBid, Transition
 from vastfleet.spec.job import JobState
+from vastfleet.spec.money import format_price
 
 log = logging.getLogger(__name__)
 
@@ -91,12 +93,11 @@ class Applier:
         try:
             self.ctx.store.transition(t.job_id, t.to, t.reason, expected_epoch=t.expected_epoch, **dict(t.fields))
         except (StaleEpoch, IllegalTransition) as exc:
-            log.info("transition %s -> %s refused: %s", t.job_id, t.to.value, exc)
+            event(log, "transition refused", str(exc), job=t.job_id, epoch=t.expected_epoch, to=t.to.value)
             done.refused += 1
             broken.add(t.job_id)
             return
-        log.info("job %s -> %s (epoch %s): %s", t.job_id, t.to.value, t.expected_epoch, t.reason)
-        done.transitions += 1
+        done.transitions += 1  # the store logs every transition it makes, whoever asks
         done.transitioned.append((t.job_id, t.to, t.reason))
 
     def _bid(self, b: RaiseBid, done: Applied) -> None:
@@ -107,8 +108,10 @@ class Applier:
         self.ctx.market.change_bid(b.instance_id, b.price)
         if b.start:
             self.ctx.market.start_instance(b.instance_id)
-        self.ctx.store.update(b.job_id, expected_epoch=self.ctx.store.get(b.job_id).epoch, bid=b.price, **b.fields)
-        log.info("job %s: bid of instance %s set to $%.4f/h (%s)", b.job_id, b.instance_id, b.price, b.reason)
+        job = self.ctx.store.update(b.job_id, expected_epoch=self.ctx.store.get(b.job_id).epoch, bid=b.price,
+                                    **b.fields)
+        event(log, "bid", b.reason, job=b.job_id, epoch=job.epoch, instance=b.instance_id,
+              price=format_price(b.price), restart=b.start)
         done.bids += 1
 
     def _create(self, c: Create, done: Applied) -> None:
@@ -135,7 +138,7 @@ class Applier:
         if not r.set(self.ctx.destroy_queued_key(d.instance_id), "1", nx=True, px=int(self.queue_ttl_s * 1000)):
             return
         done.destroys += 1
-        log.info("destroy instance %s (%s)", d.instance_id, d.reason)
+        event(log, "destroy", d.reason, job=d.job_id, epoch=d.epoch, instance=d.instance_id)
         if self.inline:
             act.destroy(self.ctx, d.instance_id)
             return

@@ -26,6 +26,7 @@ import redis
 
 from vastfleet.api.heartbeats import last_heartbeat
 from vastfleet.errors import NotFound, VastfleetError
+from vastfleet.logs import event
 from vastfleet.market.protocol import Marketplace
 from vastfleet.queue import JobQuarantined, JobStore, Lease
 from vastfleet.scheduler import actions as act
@@ -34,6 +35,7 @@ from vastfleet.scheduler.exclusions import EXCLUDING_CAUSES, FleetMemory, HostEx
 from vastfleet.scheduler.labels import parse_label
 from vastfleet.scheduler.placement import Placer, default_placer
 from vastfleet.scheduler.plan import Create, Plan, PlanParams, Snapshot, decide, default_on_outbid
+from vastfleet.scheduler.reasons import PendingReasons, TeardownWaits
 from vastfleet.scheduler.supervise import Beat
 from vastfleet.spec.job import ATTEMPT_STATES, Job, JobState
 from vastfleet.spec.jobspec import Interruptible
@@ -140,6 +142,8 @@ class SchedulerLoop:
         self.last: PassResult | None = None
         # Per-job backoff of offer searches for jobs no offer fits (memory only: an optimisation, not state).
         self._backoff: dict[str, tuple[float, float]] = {}  # job id -> (next search at, current delay)
+        self.reasons = PendingReasons(store, ctx.prefix)  # why a pending job has no offer, on its record
+        self.waits = TeardownWaits(ctx.prefix)  # instances teardown keeps, logged once each
 
     # --- leadership -----------------------------------------------------------------------------------
 
@@ -195,9 +199,11 @@ class SchedulerLoop:
             result.plan = decide(snap, now, self.config.params, self.placer, self.on_outbid,
                                  getattr(self.placer, "lower_bid", None))
             self._note_unplaced(snap, result.plan, now)
+            self.waits.log(snap, result.plan)
             self.applier.ctx = act.ActionContext(**{**self.ctx.__dict__, "market": market})
             result.applied = self.applier.apply(result.plan)
             self._note_failed_hosts(snap, result.applied, now)
+            self.reasons.explain(market, snap, result.plan, now, getattr(self.placer, "waits", ()), self.excluded)
             observe = getattr(self.placer, "observe", None)
             if observe is not None:
                 observe(snap, [(j, r.split(":", 1)[0]) for j, to, r in result.applied.transitioned
@@ -292,7 +298,8 @@ class SchedulerLoop:
                 continue
             inst = by_id.get(job.instance_id)
             if reason.split(":", 1)[0] in EXCLUDING_CAUSES and inst is not None and inst.host_id is not None:
-                log.info("host %s excluded for %.0fs: %s", inst.host_id, self.exclusions.period_s, reason)
+                event(log, "host excluded", reason, job=job_id, epoch=job.epoch, instance=inst.id, host=inst.host_id,
+                      seconds=round(self.exclusions.period_s))
                 hosts.append(inst.host_id)
         self.exclusions.exclude(hosts, now)
 

@@ -40,6 +40,7 @@ from vastfleet.scheduler.policy.cadence import DEFAULT_CHECKPOINT_COST_S
 from vastfleet.spec.gpus import gpu_model
 from vastfleet.spec.job import Job, JobState
 from vastfleet.spec.market import Instance, Offer
+from vastfleet.spec.money import format_price
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +126,8 @@ class PolicyPlacer:
             od = p.terms.get("on_demand_per_hour")
             out.append(Placement(p.job_id, p.offer_id, bid, p.reason, p.expected_cost,
                                  float(od) if isinstance(od, float) else None, p.machine_id))
-        for w in waits:
-            log.info("job %s waits: %s", w.job_id, w.reason)
+        for w in waits:  # every pass while it waits: the loop puts the reason on the job, once
+            log.debug("job %s waits: %s", w.job_id, w.reason)
         self.waits = waits
         return out
 
@@ -189,8 +190,8 @@ class PolicyPlacer:
                                 self.params)
         if bid is None or bid > job.bid * (1.0 - REBID_MIN_DROP):
             return None
-        return bid, (f"lowest running bid fell to {inst.min_bid:.4f}$/h: bid {job.bid:.4f} -> {bid:.4f}$/h, "
-                     "no restart")
+        return bid, (f"lowest running bid fell to {format_price(inst.min_bid)}: bid {format_price(job.bid)} ->"
+                     f" {format_price(bid)}, no restart")
 
     def observe(self, snap: Snapshot, interrupted: Sequence[tuple[str, str]]) -> None:
         """Feed what the pass saw: our hosts (exposure) and the losses it declared (job id, cause)."""

@@ -15,6 +15,8 @@ from typing import Annotated
 
 import typer
 
+from vastfleet.api.serve import check_listen
+from vastfleet.errors import BadInput
 from vastfleet.sim.entities import QUIRK_NAMES
 from vastfleet.sim.simulator import LIVELY_KNOBS, SimServer, Simulator
 
@@ -39,7 +41,7 @@ def serve(
     ] = "sim-key",
     workdir: Annotated[Path | None, typer.Option(help="Where sandboxes live (default: a temp dir).")] = None,
     boot_delay: Annotated[float, typer.Option(min=0.0, help="Seconds of image loading.")] = 3.0,
-    quiet_market: Annotated[bool, typer.Option(help="No random bids, rivals or outages.")] = False,
+    quiet_market: Annotated[bool, typer.Option("--quiet-market", help="No random bids, rivals or outages.")] = False,
     quirk: Annotated[list[str] | None, typer.Option(help=QUIRK_HELP)] = None,
 ) -> None:
     """Serve the simulated vast.ai API until interrupted."""
@@ -48,6 +50,11 @@ def serve(
     if unknown:
         typer.echo(f"unknown quirk(s): {', '.join(unknown)} (known: {', '.join(QUIRK_NAMES)})", err=True)
         raise typer.Exit(2)
+    try:
+        check_listen(host, port)  # a port in use: one line and exit 2, before the server prints anything
+    except BadInput as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
     knobs = {} if quiet_market else dict(LIVELY_KNOBS)
     knobs["boot_delay"] = boot_delay
     root = workdir or Path(tempfile.mkdtemp(prefix="vastfleet-sim-"))
@@ -59,7 +66,11 @@ def serve(
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):  # every instance dies with it
         signal.signal(sig, lambda *_: done.set())
     try:
-        server.start()
+        try:
+            server.start()
+        except RuntimeError as exc:  # lost a race for the port after the check, or uvicorn could not start
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
         sim.start_ticker()
         typer.echo(f"vastfleet sim: {len(sim.market.machines)} machines (seed {seed}) at {server.url}")
         shown = api_key if api_key == "sim-key" else "$VASTFLEET_SIM_API_KEY"  # never echo a chosen key

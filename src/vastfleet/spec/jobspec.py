@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import date, datetime, timezone
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -170,6 +171,8 @@ class JobSpec(Strict):
     def _deadline(cls, value: object) -> object:
         if value is None:
             return None
+        if isinstance(value, (datetime, date)):  # a caller's datetime: kept as the ISO 8601 text it means
+            value = plain_value(value)
         try:
             return parse_duration(value)
         except ValueError:
@@ -244,6 +247,16 @@ class JobSpec(Strict):
             raise ValueError(f"the spec is {size} bytes as JSON; at most {limits.kib(limits.MAX_SPEC_BYTES)}")
         return self
 
+    def check_deadline(self, now: float) -> None:
+        """At submit only (a stored job whose deadline passed must still load): a deadline already past is
+        refused, naming the time it gives and now. A duration is counted from now, so it is never past."""
+        at = self.deadline_at(now)
+        if at is not None and at <= now:
+            given, current = iso_utc(at), iso_utc(now)
+            message = f"deadline: {self.deadline} ({given}) is already past; now is {current}"
+            raise SpecError(f"invalid job spec:\n  {message}",
+                            [("deadline", f"{given} is already past; now is {current}")])
+
     def deadline_at(self, submitted_at: float) -> float | None:
         """The deadline as epoch seconds, given the submission time."""
         if self.deadline is None:
@@ -283,9 +296,27 @@ def location(loc: tuple[int | str, ...] | list[int | str]) -> str:
     return ".".join(parts) or "(top level)"
 
 
+def iso_utc(at: float) -> str:
+    return datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def plain_value(value: Any) -> Any:
+    """YAML's own types as the JSON a spec is made of: an unquoted `2030-01-01T00:00:00Z` (the form the README
+    shows) loads as a datetime and `2030-01-01` as a date; both become their ISO 8601 text."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: plain_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain_value(v) for v in value]
+    return value
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """`--set resources.gpus=2` style overrides; the value is read as YAML (so `2` is an int)."""
-    out = json.loads(json.dumps(data))
+    out = json.loads(json.dumps(plain_value(data)))
     for item in overrides:
         if "=" not in item:
             raise SpecError(f"--set {item!r}: expected key=value", [(item, "expected key=value")])
@@ -294,7 +325,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if not path:
             raise SpecError(f"--set {item!r}: empty key", [(item, "empty key")])
         try:
-            value = yaml.safe_load(raw)
+            value = plain_value(yaml.safe_load(raw))
         except yaml.YAMLError:
             value = raw
         node = out
@@ -314,7 +345,7 @@ def parse_spec_text(text: str, source: str = "job spec") -> dict[str, Any]:
         raise SpecError(f"{source}: not valid YAML or JSON: {exc}", [("(file)", "not valid YAML or JSON")])
     if not isinstance(data, dict):
         raise SpecError(f"{source}: expected a mapping of keys at the top level", [("(top level)", "not a mapping")])
-    return data
+    return plain_value(data)  # type: ignore[no-any-return]
 
 
 def job_spec_from_dict(data: dict[str, Any]) -> JobSpec:

@@ -27,7 +27,8 @@ from vastfleet.spec import Offer
 
 
 def _group_key(job: JobView) -> tuple[object, ...]:
-    return (*job.requirement_key(), job.reference_dlperf(), job.checkpoint_cost_s, job.checkpoints)
+    return (*job.requirement_key(), job.reference_dlperf(), job.checkpoint_cost_s, job.checkpoints,
+            job.checkpoint_interval_s)
 
 
 def decide_on_table(jobs: Sequence[JobView], table: OfferTable, fleet: FleetStats, now: float,
@@ -61,7 +62,8 @@ def decide_on_table(jobs: Sequence[JobView], table: OfferTable, fleet: FleetStat
             groups[key] = (idx, option_terms(sub, fleet, params, ref_dlperf=job.reference_dlperf(),
                                              ckpt_s=job.checkpoint_cost_s, checkpoints=job.checkpoints,
                                              first_overhead_s=first_overhead_s, bandwidth=bandwidth,
-                                             price_cap=job.max_price_per_hour))
+                                             price_cap=job.max_price_per_hour,
+                                             interval_s=job.checkpoint_interval_s))
         _, t = groups[key]
         od_speed = float(t.speed.max()) if len(t.speed) else 1.0
         slack = slack_s(now, job.deadline_at, job.remaining_work_hours, od_speed, params, job.checkpoint_cost_s)

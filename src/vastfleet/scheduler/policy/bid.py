@@ -19,6 +19,7 @@ from vastfleet.scheduler.policy.filters import feasible
 from vastfleet.scheduler.policy.hazard import FleetStats
 from vastfleet.scheduler.policy.types import Decision, JobView, OfferTable, PolicyParams
 from vastfleet.spec import Offer
+from vastfleet.spec.money import format_price, format_usd
 
 
 def lower_running_bid(job: JobView, here: OfferTable, current_bid: float, fleet: FleetStats,
@@ -28,7 +29,7 @@ def lower_running_bid(job: JobView, here: OfferTable, current_bid: float, fleet:
     now, for the work left."""
     t = option_terms(here, fleet, params, ref_dlperf=job.reference_dlperf(), ckpt_s=job.checkpoint_cost_s,
                      checkpoints=job.checkpoints, work_h=job.remaining_work_hours, first_overhead_s=0.0,
-                     bandwidth=False, price_cap=job.max_price_per_hour)
+                     bandwidth=False, price_cap=job.max_price_per_hour, interval_s=job.checkpoint_interval_s)
     bid = float(t.bid[0])
     if not math.isfinite(float(t.a_bid[0])):
         return None  # no bid on it fits the ceilings: keep the one it has
@@ -42,14 +43,16 @@ def outbid_decision(job: JobView, paused: OfferTable, others: OfferTable, fleet:
     ref = job.reference_dlperf()
     raise_t = option_terms(paused, fleet, params, ref_dlperf=ref, ckpt_s=job.checkpoint_cost_s,
                            checkpoints=job.checkpoints, work_h=w, first_overhead_s=params.resume_overhead_s,
-                           bandwidth=False, price_cap=job.max_price_per_hour)
+                           bandwidth=False, price_cap=job.max_price_per_hour,
+                           interval_s=job.checkpoint_interval_s)
     raise_cost = float(raise_t.a_bid[0] * w + raise_t.b_bid[0])
     mask = feasible(job, others, now) if len(others) else np.zeros(0, dtype=bool)
     move_cost, move_od_speed = math.inf, 0.0
     if mask.any():
         sub = others.take(np.flatnonzero(mask))
         mt = option_terms(sub, fleet, params, ref_dlperf=ref, ckpt_s=job.checkpoint_cost_s,
-                          checkpoints=job.checkpoints, work_h=w, price_cap=job.max_price_per_hour)
+                          checkpoints=job.checkpoints, work_h=w, price_cap=job.max_price_per_hour,
+                          interval_s=job.checkpoint_interval_s)
         costs = np.minimum(mt.a_bid * w + mt.b_bid, mt.a_od * w + mt.b_od)
         move_cost = float(costs.min())
         move_od_speed = float(mt.speed.max())
@@ -66,10 +69,11 @@ def outbid_decision(job: JobView, paused: OfferTable, others: OfferTable, fleet:
     if raise_cost <= move_cost:
         bid = float(raise_t.bid[0])
         return Decision("raise", bid, raise_cost,
-                        f"raise bid to {bid:.4f}$/h in place: ${raise_cost:.2f} expected vs ${move_cost:.2f} to move",
+                        f"raise bid to {format_price(bid)} in place: {format_usd(raise_cost)} expected vs"
+                        f" {format_usd(move_cost)} to move",
                         terms)
     return Decision("move", None, move_cost,
-                    f"move: ${move_cost:.2f} expected vs ${raise_cost:.2f} to raise in place", terms)
+                    f"move: {format_usd(move_cost)} expected vs {format_usd(raise_cost)} to raise in place", terms)
 
 
 def on_outbid(job: JobView, paused_offer: Offer, other_offers: Sequence[Offer], fleet: FleetStats, now: float,

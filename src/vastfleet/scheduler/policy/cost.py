@@ -41,7 +41,10 @@ class Terms:
     factor_od: np.ndarray
 
 
-def young_daly(ckpt_s: float, h: np.ndarray, p: PolicyParams) -> np.ndarray:
+def young_daly(ckpt_s: float, h: np.ndarray, p: PolicyParams, fixed_s: float | None = None) -> np.ndarray:
+    """Seconds between checkpoints per hazard; `fixed_s`, the job's own interval, is what it will do."""
+    if fixed_s is not None:
+        return np.full(np.shape(h), float(fixed_s))
     with np.errstate(divide="ignore"):
         tau = np.sqrt(2.0 * ckpt_s * 3600.0 / np.maximum(h, 1e-12))
     return np.clip(tau, p.min_ckpt_interval_s, p.max_ckpt_interval_s)
@@ -63,12 +66,12 @@ def wall_factor(h: np.ndarray, tau: np.ndarray, ckpt_s: float, overhead_s: float
 
 def option_terms(table: OfferTable, stats: FleetStats, params: PolicyParams, *, ref_dlperf: float,
                  ckpt_s: float, checkpoints: bool = True, work_h: float = 1.0, first_overhead_s: float | None = None,
-                 bandwidth: bool = True, price_cap: float = float("inf")) -> Terms:
+                 bandwidth: bool = True, price_cap: float = float("inf"), interval_s: float | None = None) -> Terms:
     """Expected-cost terms for bidding (best margin) and on demand on every offer of `table`.
 
     No price above the fleet's ceiling or `price_cap` (the job's) is ever chosen, and no bid above the
     offer's on-demand price: such options cost infinity, so whatever arithmetic made min_bid, the bid stays
-    bounded."""
+    bounded. `interval_s`: the job's own checkpoint interval (None: Young/Daly on each offer's hazard)."""
     p = params
     margins = np.asarray(p.margins, dtype=float)
     loss, off, outbid = hazards(stats, table.host, table.gpu, table.reliability, margins, p.prior_strength,
@@ -79,7 +82,7 @@ def option_terms(table: OfferTable, stats: FleetStats, params: PolicyParams, *, 
     relaunch_bw = table.inet_down_cost * p.launch_gb
 
     def per_kind(price: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        tau = young_daly(ckpt_s, h, p)
+        tau = young_daly(ckpt_s, h, p, interval_s)
         f = wall_factor(h, tau, ckpt_s, p.restart_overhead_s, checkpoints, work_h)
         rate = price + table.storage_dph if price.ndim == 1 else price + table.storage_dph[:, None]
         sp = speed if price.ndim == 1 else speed[:, None]

@@ -41,6 +41,7 @@ class JobView:
     last_checkpoint_age_s: float = 0.0
     checkpoint_cost_s: float = 60.0  # measured upload time (or the default)
     checkpoints: bool = True  # False: the job restarts from scratch when interrupted
+    checkpoint_interval_s: float | None = None  # the spec's fixed interval; None: Young/Daly (`interval: auto`)
     budget_left: float = float("inf")
     priority: int = 0
     excluded_hosts: frozenset[int] = frozenset()
@@ -241,6 +242,7 @@ def job_view_from_job(job: Job, now: float, *, remaining_work_hours: float | Non
         remaining_work_hours=max(remaining_work_hours, 1e-6), deadline_at=job.deadline_at,
         interruption_times=interruption_times or (), last_checkpoint_age_s=max(ckpt_age, 0.0),
         checkpoint_cost_s=checkpoint_cost_s, checkpoints=spec.checkpoint.required,
+        checkpoint_interval_s=None if spec.checkpoint.interval == "auto" else float(spec.checkpoint.interval),
         budget_left=(spec.budget_usd - spent) if spec.budget_usd else float("inf"), priority=spec.priority,
         excluded_hosts=excluded_hosts,
     )

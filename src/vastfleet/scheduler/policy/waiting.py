@@ -54,7 +54,7 @@ def best_wait(job: JobView, cost_now: float, od_fallback: tuple[float, float, fl
     sub = future.table.take(idx)
     w = job.remaining_work_hours
     t = option_terms(sub, fleet, params, ref_dlperf=job.reference_dlperf(), ckpt_s=job.checkpoint_cost_s,
-                     checkpoints=job.checkpoints, work_h=w)
+                     checkpoints=job.checkpoints, work_h=w, interval_s=job.checkpoint_interval_s)
     od_a, od_b, od_speed = od_fallback
     speed = max(od_speed, float(t.speed.max()))
     slack = slack_s(0.0, job.deadline_at, w, speed, params, job.checkpoint_cost_s) - at[idx]
