@@ -43,6 +43,7 @@ from vastfleet.scheduler.labels import label_for
 from vastfleet.scheduler.loop import LoopConfig, SchedulerLoop
 from vastfleet.scheduler.plan import PlanParams
 from vastfleet.scheduler.policy import checkpoint_interval
+from vastfleet.scheduler.spend import SpendLedger
 from vastfleet.scheduler.supervise import Timings
 from vastfleet.spec.job import Job
 from vastfleet.spec.market import CreateRequest
@@ -97,6 +98,11 @@ class Settings(BaseSettings):
     action_requeue_s: float = 60.0  # a queued action no worker took in this long is queued again
     checkpoint_interval_s: float = 600.0  # `interval: auto` while no scheduler runs (here or publishing in Redis)
     host_exclusion_s: float = 6 * 3600.0  # a host that failed us is not placed on again for this long
+    # money: caps on new rentals (None: none); running work is never stopped by them
+    max_usd_per_hour: float | None = None  # the whole fleet's $/h
+    max_usd_per_day: float | None = None  # $ spent per UTC day
+    max_usd_per_month: float | None = None  # $ spent per UTC month
+    credit_reserve_usd: float = 5.0  # no new rental would leave the account's credit under this
     agent_poll_s: float = 1.0
     log_level: str = "INFO"
     log_format: str = "text"  # text (readable) or json (one object per line); set up by `serve_forever`
@@ -284,13 +290,15 @@ class Runtime:
             self.market = self._build_market()
             self.ctx = act.ActionContext(store=self.store, market=self.market, redis=self.redis,
                                          build_request=self.build_request, prefix=s.prefix,
-                                         create_lock_s=s.create_lock_s)
+                                         create_lock_s=s.create_lock_s, spend=SpendLedger(self.redis, s.prefix))
             act.register(self.context_key, self.ctx)
         for i in range(s.workers if not s.inline_actions else 0):
             self._start_worker(i)
         if s.run_scheduler:
             assert self.ctx is not None and self.market is not None
-            params = PlanParams(timings=s.timings(), outbid_wait_s=s.outbid_wait_s, label_prefix=s.prefix)
+            params = PlanParams(timings=s.timings(), outbid_wait_s=s.outbid_wait_s, label_prefix=s.prefix,
+                                max_usd_per_hour=s.max_usd_per_hour, max_usd_per_day=s.max_usd_per_day,
+                                max_usd_per_month=s.max_usd_per_month, credit_reserve_usd=s.credit_reserve_usd)
             self.loop = SchedulerLoop(self.store, self.market, self.redis, self.ctx,
                                       config=LoopConfig(interval_s=s.pass_interval_s, lease_ttl_s=s.lease_ttl_s,
                                                         params=params),

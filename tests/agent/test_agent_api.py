@@ -213,11 +213,17 @@ def test_finish_without_exit_code_is_a_host_fault_by_default(client: Client) -> 
     assert job.state == JobState.INTERRUPTED and job.reason.startswith("agent: no GPU visible") and job.errors == 0
 
 
-def test_cancelled_job_tells_agent_to_stop(client: Client) -> None:
+def test_cancelled_job_tells_agent_to_stop_upload_and_finish(client: Client) -> None:
+    """Cancelled: stop the job but keep what it wrote (uploads still open for this attempt), then finish; the
+    heartbeat record goes with the finish, so teardown destroys the instance at its next pass."""
     tc, api, job, token = running(client)
     api.store.cancel(job.id)
-    r = call(tc, token, job.id, "heartbeat")
-    assert r.status_code == 409 and r.json()["action"] == "stop"
+    r = call(tc, token, job.id, "heartbeat", {"pending_uploads": 1})
+    assert r.status_code == 200 and r.json()["action"] == "stop" and r.json()["upload"] is True
+    assert last_heartbeat(api.store.redis, job.id)[1]["pending_uploads"] == 1
+    done = call(tc, token, job.id, "finish", {"exit_code": 143})
+    assert done.status_code == 200 and done.json()["state"] == "CANCELLED"
+    assert last_heartbeat(api.store.redis, job.id) is None
 
 
 def test_agent_routes_inside_the_spine_app_take_agent_tokens_not_user_tokens(

@@ -335,7 +335,7 @@ class Agent:
         self.stopping = threading.Event()  # the control plane said stop: write nothing more
         self.done = threading.Event()  # the command is over: heartbeats end
         self.terminated = False  # SIGTERM: the container is going down; no finish
-        self.committed, self.committed_dir, self.rejects = -1, None, {}
+        self.committed, self.committed_dir, self.rejects, self.pending = -1, None, {}, None
         self.hb_interval, self.poll, self.ckpt_interval, self.requested = 5.0, 1.0, 600.0, 0
         self.guard = None
         self.beat = None
@@ -609,7 +609,8 @@ class Agent:
 
     def beat_once(self):
         """One heartbeat; True when the control plane says stop."""
-        body = {"progress": read_progress(self.progress_file), "ckpt_step": self.committed, "phase": self.phase}
+        body = {"progress": read_progress(self.progress_file), "ckpt_step": self.committed, "phase": self.phase,
+                "pending_uploads": len(self.unsent()), "pending": self.pending}
         try:
             try:
                 ans = self.api.once("heartbeat", body)
@@ -623,6 +624,10 @@ class Agent:
         except (Transient, Rejected, Fatal) as exc:
             log(f"heartbeat: {exc}")
             return False
+        if ans.get("action") == "stop" and ans.get("upload"):  # cancelled: end the job, keep what it wrote
+            log("cancelled: stopping the job, then uploading its checkpoints")
+            self.kill_job()
+            return True
         if ans.get("action") == "stop":
             self.stop("the control plane says stop")
             return True
@@ -690,14 +695,14 @@ class Agent:
         self.committed, self.committed_dir = step, target
         return target
 
+    def unsent(self):
+        """Complete checkpoint directories above the last commit, not given up on, by step."""
+        return [(s, p) for s, p in ckpt_dirs(self.ckpt_dir) if s > self.committed and self.rejects.get(s, 0) < MAX_REJECTS]
+
     def sync(self, final=False):
         """Upload and commit the newest complete directory above the last commit (all of them if final)."""
         while not self.stopping.is_set():
-            pending = [
-                (s, p)
-                for s, p in ckpt_dirs(self.ckpt_dir)
-                if s > self.committed and self.rejects.get(s, 0) < MAX_REJECTS
-            ]
+            pending = self.unsent()
             if not pending:
                 return
             step, path = pending[-1]
@@ -723,6 +728,11 @@ class Agent:
             self.rejects[step] = MAX_REJECTS
             return
         manifest = {"step": step, "files": files}
+        # Told in heartbeats until committed: a salvage copies this directory off a stopped disk and checks it
+        # against the digest (the manifest's, as the control plane names its storage key).
+        digest = hashlib.sha256(json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        self.pending = {"step": step, "dir": os.path.basename(path), "digest": digest[:12], "files": len(files),
+                        "bytes": sum(m["size"] for m in files.values())}
         try:
             ans = self.api.call("presign-upload", manifest, 120)
             urls = ans.get("files") or {}
@@ -744,7 +754,7 @@ class Agent:
             raise Transient(
                 f"checkpoint step {step} not committed ({self.rejects[step]}/{MAX_REJECTS}): {exc}"
             )
-        self.committed, self.committed_dir = step, path
+        self.committed, self.committed_dir, self.pending = step, path, None
         size = sum(m["size"] for m in files.values())
         log(f"committed checkpoint step {step} ({len(files)} files, {size} bytes)")
 

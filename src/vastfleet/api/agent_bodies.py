@@ -98,10 +98,23 @@ class ClaimBody(_Body):
     error: Annotated[str, Field(min_length=1, max_length=1000)] | None = None  # a host fault before the run
 
 
+class PendingCheckpoint(_Body):
+    """The newest checkpoint written on the instance and not yet committed: what a salvage would copy off the
+    disk (`dir` under the checkpoint directory) and verify (`digest`: the manifest's, as its storage key)."""
+
+    step: Step
+    dir: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+    digest: Annotated[str, Field(pattern=r"^[0-9a-f]{12}$")]
+    bytes: Annotated[int, Field(ge=0, le=2**50)]
+    files: Annotated[int, Field(ge=1, le=10**6)]
+
+
 class HeartbeatBody(_Body):
     progress: dict[str, Any] = {}
     ckpt_step: Annotated[int, Field(ge=-1, le=MAX_STEP)] | None = None
     phase: Annotated[str, Field(max_length=40)] = ""
+    pending_uploads: Annotated[int, Field(ge=0, le=10**6)] | None = None  # complete dirs not committed yet
+    pending: PendingCheckpoint | None = None
 
     @field_validator("progress")
     @classmethod

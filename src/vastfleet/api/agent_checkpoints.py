@@ -36,6 +36,7 @@ S = JobState
 # The states in which an attempt may do each kind of thing: one place to change when a state is added.
 CLAIMABLE = (S.BOOTING, S.RUNNING, S.PAUSED)
 LIVE = (S.RUNNING, S.PAUSED)  # PAUSED: the marketplace paused it, yet its agent calls: it runs again
+UPLOADING = (*LIVE, S.CANCELLED)  # a cancelled attempt still uploads what it wrote, then its instance goes
 ENDED = (S.SUCCEEDED, S.FAILED, S.PENDING, S.INTERRUPTED)  # where a repeated finish finds its attempt
 
 
@@ -74,12 +75,12 @@ class CheckpointVerbs:
             job = self.store.get(job_id)
         except NotFound:
             raise Forbidden("no such job") from None
-        if job.epoch != epoch or job.state not in LIVE or job.cancel_requested:
+        if job.epoch != epoch or job.state not in UPLOADING:
             raise Forbidden(f"attempt {epoch} of job {job_id} is over: its upload URLs no longer work")
 
     def presign_upload(self, claims: AgentClaims, manifest: Manifest) -> dict[str, Any]:
         """PUT URLs for the files of one new checkpoint step of this attempt."""
-        job = self._current(claims, LIVE)
+        job = self._current(claims, UPLOADING)
         prefix = manifest_prefix(claims.job_id, claims.epoch, manifest)
         latest = job.latest_checkpoint
         if latest is not None and latest.prefix == prefix:
@@ -105,7 +106,7 @@ class CheckpointVerbs:
 
     def commit(self, claims: AgentClaims, manifest: Manifest) -> dict[str, Any]:
         """Verify the stored objects of a step, then move the job's latest checkpoint to it."""
-        self._current(claims, LIVE)
+        self._current(claims, UPLOADING)
         prefix = manifest_prefix(claims.job_id, claims.epoch, manifest)
         require_verified(self.ckpt, prefix, manifest)
         ref = CheckpointRef(epoch=claims.epoch, step=manifest.step, prefix=prefix, files=manifest.as_files(),

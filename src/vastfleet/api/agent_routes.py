@@ -55,7 +55,7 @@ from vastfleet.api.agent_bodies import (
     parse_json,
     read_body,
 )
-from vastfleet.api.agent_checkpoints import CLAIMABLE, ENDED, LIVE, CheckpointVerbs
+from vastfleet.api.agent_checkpoints import CLAIMABLE, ENDED, LIVE, UPLOADING, CheckpointVerbs
 from vastfleet.api.agent_sessions import AgentSessions, SecondClaim
 from vastfleet.errors import (
     BadInput,
@@ -203,7 +203,7 @@ class _AgentApi(CheckpointVerbs):
                 raise StaleEpoch(f"instance {text} does not hold job {job.id} any more")
         if job.state == S.PLACING and S.BOOTING in states:
             raise RetryLater("the instance is still being recorded; claim again shortly", delay=2)
-        if job.state not in states or job.cancel_requested:
+        if job.state not in states:
             raise Conflict(f"job {job.id} is {job.state.value}: this attempt has nothing more to do")
         return job
 
@@ -287,13 +287,21 @@ class _AgentApi(CheckpointVerbs):
         return answer
 
     def heartbeat(self, claims: AgentClaims, body: HeartbeatBody) -> dict[str, Any]:
-        """Liveness and progress; the answer says whether to go on."""
-        job = self._current(claims, LIVE)
+        """Liveness and progress; the answer says whether to go on (a cancelled attempt: stop the job, upload
+        what it wrote, then finish; its instance goes as soon as nothing is left to upload)."""
+        job = self._current(claims, UPLOADING)
+        pending = {"pending_uploads": body.pending_uploads,
+                   "pending": body.pending.model_dump() if body.pending is not None else None}
+        if job.state == S.CANCELLED:
+            data = {"progress": job.progress, "ckpt_step": body.ckpt_step, "phase": "cancelled", **pending}
+            heartbeats.record_heartbeat(self.store.redis, job.id, claims.epoch, self.store.clock(), data,
+                                        self.prefix)
+            return {"action": "stop", "upload": True, "heartbeat_interval": self.settings.heartbeat_interval_s}
         if job.state == S.PAUSED:  # the marketplace's pause was brief, or its status lied: the attempt runs
             job = self.store.transition(job.id, S.RUNNING, "resumed: the agent heartbeats again",
                                         expected_epoch=claims.epoch)
         job = self.store.update(job.id, expected_epoch=claims.epoch, progress=body.progress)
-        data = {"progress": body.progress, "ckpt_step": body.ckpt_step, "phase": body.phase}
+        data = {"progress": body.progress, "ckpt_step": body.ckpt_step, "phase": body.phase, **pending}
         heartbeats.record_heartbeat(self.store.redis, job.id, claims.epoch, self.store.clock(), data, self.prefix)
         asked = heartbeats.take_checkpoint_request(self.store.redis, job.id, claims.epoch, self.prefix)
         return {
@@ -309,6 +317,9 @@ class _AgentApi(CheckpointVerbs):
         job = self.store.get(claims.job_id)
         if job.epoch == claims.epoch and job.state in ENDED and job.exit_code == exit_code:
             return {"state": job.state.value, "repeated": True}  # our answer was lost; say it again
+        if job.epoch == claims.epoch and job.state == S.CANCELLED:  # stopped and uploaded: nothing is left
+            self._ended(job)
+            return {"state": job.state.value, "repeated": False}
         if fault == "host":
             job = self._current(claims, CLAIMABLE)
             job = self.store.transition(job.id, S.INTERRUPTED, f"agent: {error}", expected_epoch=claims.epoch)

@@ -210,6 +210,15 @@ def _opt_str(row: Mapping[str, Any], key: str) -> str | None:
     return None if value is None else str(value)
 
 
+def _storage_dph(row: Mapping[str, Any]) -> float | None:
+    """The disk's $/h: as the row states it, else its size at the host's $/GB/month (a 30-day month)."""
+    stated = _opt_num(row, "storage_total_cost")
+    if stated is not None:
+        return stated
+    size, per_gb = _opt_num(row, "disk_space"), _opt_num(row, "storage_cost")
+    return None if size is None or per_gb is None else size * per_gb / 720.0
+
+
 def _gpu_ids(value: Any) -> tuple[int, ...] | None:
     """The GPU indexes an instance holds, when the row lists them as integers (else unknown: None)."""
     if not isinstance(value, list) or not all(isinstance(g, int) and not isinstance(g, bool) for g in value):
@@ -236,6 +245,8 @@ def instance_from_row(row: Any) -> Instance:
         status_msg=_opt_str(row, "status_msg"),
         start_date=_opt_num(row, "start_date"),
         dph_total=_num(row, "dph_total"),
+        dph_base=_opt_num(row, "dph_base"),
+        storage_dph=_storage_dph(row),
         is_bid=bool(row.get("is_bid", False)),
         min_bid=_opt_num(row, "min_bid"),
         bid_price=_opt_num(row, "bid_price"),

@@ -125,6 +125,7 @@ class FleetMetrics:
         self.hosts_excluded = gauge(
             "vastfleet_hosts_excluded", "Hosts the scheduler currently excludes after failures."
         )
+        self.balance = gauge("vastfleet_account_balance_dollars", "The marketplace account's credit, as last read.")
 
         # --- fleet (pushed by the scheduler after each observation of the marketplace)
         self.instances = gauge(
@@ -235,6 +236,9 @@ class FleetMetrics:
 
     def set_hosts_excluded(self, count: int) -> None:
         self.hosts_excluded.set(max(0, count))
+
+    def set_balance(self, dollars: float) -> None:
+        self.balance.set(dollars)
 
     # --- fleet -----------------------------------------------------------------------------------------
 

@@ -71,6 +71,11 @@ class Keys:
     def quarantine_reasons(self) -> str:
         return f"{self.prefix}:quarantine:reasons"
 
+    @property
+    def spend_jobs(self) -> str:
+        """Each job's spend in $, accrued by the scheduler from the marketplace's rates (scheduler/spend.py)."""
+        return f"{self.prefix}:spend:job"
+
     def lease(self, name: str) -> str:
         return f"{self.prefix}:lease:{name}"
 

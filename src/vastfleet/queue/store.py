@@ -305,7 +305,8 @@ class JobStore:
             pipe = self.redis.pipeline(transaction=False)
             pipe.hgetall(self.keys.job(job_id))
             pipe.hget(self.keys.quarantine_reasons, job_id)
-            raw, why = pipe.execute()
+            pipe.hget(self.keys.spend_jobs, job_id)
+            raw, why, spent = pipe.execute()
             if not raw:
                 if why is not None:
                     raise JobQuarantined.of(job_id, why)
@@ -313,7 +314,7 @@ class JobStore:
             fields = {_text(k): _text(v) for k, v in raw.items()}
             job, reason = try_decode(fields)
             if job is not None:
-                return job
+                return _with_spend(job, spent)
             if self.quarantine.set_aside(job_id, fields, reason) != "changed":
                 raise JobQuarantined(f"job {job_id} is quarantined: {reason}", job_id=job_id)
         raise Conflict(f"job {job_id} is being rewritten and does not decode; try again", job_id=job_id)
@@ -366,8 +367,12 @@ class JobStore:
         pipe = self.redis.pipeline(transaction=False)
         for job_id in ids:
             pipe.hgetall(self.keys.job(job_id))
+        if ids:
+            pipe.hmget(self.keys.spend_jobs, ids)
+        replies = pipe.execute()
+        spends = replies.pop() if ids else []
         out = []
-        for at, (job_id, raw) in enumerate(zip(ids, pipe.execute())):
+        for at, (job_id, raw) in enumerate(zip(ids, replies)):
             if not raw:  # quarantined (or deleted by hand) after the index was read
                 continue
             fields = {_text(k): _text(v) for k, v in raw.items()}
@@ -375,7 +380,7 @@ class JobStore:
             if job is None:
                 self.quarantine.set_aside(job_id, fields, reason, members[at] if members else "")
                 continue
-            out.append(job)
+            out.append(_with_spend(job, spends[at]))
         return out
 
     @staticmethod
@@ -394,6 +399,14 @@ class JobStore:
             raise StaleEpoch(f"job {job_id} is at epoch {_text(reply[1])}, not {expected_epoch}: this attempt"
                              " is over", job_id=job_id, epoch=int(_text(reply[1])), expected=expected_epoch)
         return pairs(reply[1])
+
+
+def _with_spend(job: Job, spent: Any) -> Job:
+    """The job with what the scheduler attributed to its rentals (the marketplace's rates, kept apart from the
+    record so that accruing it never races a transition)."""
+    if spent is None:
+        return job
+    return job.model_copy(update={"cost_usd": max(job.cost_usd, float(_text(spent)))})
 
 
 def _order(ref: CheckpointRef) -> tuple[int, int, float]:

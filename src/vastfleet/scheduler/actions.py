@@ -32,6 +32,7 @@ from vastfleet.logs import event
 from vastfleet.market.protocol import Marketplace
 from vastfleet.queue import JobStore
 from vastfleet.scheduler.labels import label_for
+from vastfleet.scheduler.spend import SpendLedger
 from vastfleet.spec.job import Job, JobState
 from vastfleet.spec.market import CreateRequest
 from vastfleet.spec.money import format_price
@@ -52,6 +53,7 @@ class ActionContext:
     prefix: str = "vf"
     create_lock_s: float = 120.0  # longer than one create call may take
     on_event: Callable[[str, dict[str, Any]], None] | None = None  # metrics hook: ("created", {...})
+    spend: SpendLedger | None = None  # the meters: opened by a rental, closed by its destroy
 
     # --- keys -----------------------------------------------------------------------------------------
 
@@ -155,6 +157,8 @@ def _create_locked(ctx: ActionContext, job_id: str, epoch: int, offer_id: int, b
             return None
         how = f"rented offer {offer_id}" + (f" at bid {format_price(bid)}" if bid is not None else " on demand")
         event(log, "created", how, job=job_id, epoch=epoch, instance=instance_id, offer=offer_id)
+        if ctx.spend is not None:
+            ctx.spend.opened(instance_id, job_id, epoch)
         ctx.emit("created", job_id=job_id, epoch=epoch, instance_id=instance_id, bid=bid)
     try:
         ctx.store.transition(job_id, JobState.BOOTING, f"instance {instance_id}: {how}", expected_epoch=epoch,
@@ -201,6 +205,8 @@ def destroy(ctx: ActionContext, instance_id: int) -> bool:
         if why is None:
             return False  # satisfied meanwhile
         ctx.market.destroy_instance(instance_id)
+        if ctx.spend is not None:
+            ctx.spend.closed(instance_id)
         owner = json.loads(why)
         event(log, "destroy called", str(owner.get("reason", "")), job=owner.get("job_id"), epoch=owner.get("epoch"),
               instance=instance_id)

@@ -78,6 +78,8 @@ class Applier:
                     self._destroy(action, done)
                 elif isinstance(action, Forget):
                     act.forget_obligation(self.ctx, action.instance_id)
+                    self._note(action.job_id, "destroyed", f"instance {action.instance_id} destroyed: {action.reason}",
+                               {"instance_id": action.instance_id})
                     done.forgotten += 1
                 elif isinstance(action, RaiseBid):
                     self._bid(action, done)
@@ -100,6 +102,14 @@ class Applier:
         done.transitions += 1  # the store logs every transition it makes, whoever asks
         done.transitioned.append((t.job_id, t.to, t.reason))
 
+    def _note(self, job_id: str | None, kind: str, reason: str, data: dict[str, object]) -> None:
+        """An event on the job's history (its job may be gone: then only the log tells)."""
+        if job_id:
+            try:
+                self.ctx.store.note(job_id, kind, reason, data)
+            except NotFound:
+                pass
+
     def _bid(self, b: RaiseBid, done: Applied) -> None:
         if not (math.isfinite(b.price) and 0 < b.price <= b.ceiling * (1 + 1e-9)):
             # Never reached by a sound plan: the last line between arithmetic and other people's money.
@@ -112,6 +122,8 @@ class Applier:
                                     **b.fields)
         event(log, "bid", b.reason, job=b.job_id, epoch=job.epoch, instance=b.instance_id,
               price=format_price(b.price), restart=b.start)
+        self._note(b.job_id, "bid", f"bid set to {format_price(b.price)}" + (" and the instance started again"
+                   if b.start else "") + f": {b.reason}", {"instance_id": b.instance_id, "price": b.price})
         done.bids += 1
 
     def _create(self, c: Create, done: Applied) -> None:

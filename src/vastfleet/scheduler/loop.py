@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import redis
@@ -36,7 +36,7 @@ from vastfleet.scheduler.labels import parse_label
 from vastfleet.scheduler.placement import Placer, default_placer
 from vastfleet.scheduler.plan import Create, Plan, PlanParams, Snapshot, decide, default_on_outbid
 from vastfleet.scheduler.reasons import PendingReasons, TeardownWaits
-from vastfleet.scheduler.supervise import Beat
+from vastfleet.scheduler.supervise import Beat, PendingCheckpoint
 from vastfleet.spec.job import ATTEMPT_STATES, Job, JobState
 from vastfleet.spec.jobspec import Interruptible
 from vastfleet.spec.market import BidKind, Offer, OfferQuery
@@ -64,6 +64,7 @@ class LoopConfig:
     params: PlanParams = field(default_factory=PlanParams)
     offer_limit: int = 50  # offers per search beyond what the fleet itself holds and the jobs asking need
     max_offer_limit: int = 5000
+    balance_every_s: float = 60.0  # the account's credit is read at most this often (one marketplace call)
     max_backoff_s: float = 60.0  # a job no offer fits is searched for at most this rarely
 
 
@@ -85,9 +86,14 @@ def beat_from(at: float, data: dict[str, Any], job: Job) -> Beat:
     but not yet committed) is read when the agent sends it; absent, it is unknown (None), never guessed."""
     pending = data.get("pending_uploads")
     inst = data.get("instance_id")
+    newest = data.get("pending")
+    try:
+        told = PendingCheckpoint(**newest) if isinstance(newest, dict) else None
+    except TypeError:  # an older agent's shape: no salvage for it
+        told = None
     return Beat(at=float(data.get("at", at)), epoch=int(data.get("epoch", -1)),
                 instance_id=int(inst) if isinstance(inst, int) else None,
-                pending_uploads=int(pending) if isinstance(pending, int) else None)
+                pending_uploads=int(pending) if isinstance(pending, int) else None, pending=told)
 
 
 class CountingMarket:
@@ -142,8 +148,10 @@ class SchedulerLoop:
         self.last: PassResult | None = None
         # Per-job backoff of offer searches for jobs no offer fits (memory only: an optimisation, not state).
         self._backoff: dict[str, tuple[float, float]] = {}  # job id -> (next search at, current delay)
+        self._balance: float | None = None  # the account's credit as last read
+        self._balance_at = float("-inf")
         self.reasons = PendingReasons(store, ctx.prefix)  # why a pending job has no offer, on its record
-        self.waits = TeardownWaits(ctx.prefix)  # instances teardown keeps, logged once each
+        self.waits = TeardownWaits(ctx.prefix, store)  # instances teardown keeps, logged once each
 
     # --- leadership -----------------------------------------------------------------------------------
 
@@ -192,6 +200,7 @@ class SchedulerLoop:
                 return result
             result.observed = True
             now = self.clock()
+            snap = self._account(market, snap, now)
             self._exclude(snap, now)
             at = getattr(self.placer, "at", None)
             if at is not None:
@@ -276,6 +285,22 @@ class SchedulerLoop:
             return self.store.quarantine.entry(job_id).quarantined_at
         except NotFound:  # released meanwhile: the next pass reads it again
             return self.clock()
+
+    def _account(self, market: Marketplace, snap: Snapshot, now: float) -> Snapshot:
+        """The pass's money: accrue our rentals' spend from this listing (the leader's books), and read the
+        account's credit at most every `balance_every_s` (one call; a failed read leaves the last one)."""
+        burn = self.ctx.spend.accrue(snap.instances, now) if self.ctx.spend is not None else None
+        if now - self._balance_at >= self.config.balance_every_s:
+            self._balance_at = now
+            try:
+                self._balance = market.balance()
+            except (VastfleetError, OSError) as exc:
+                log.warning("reading the account's credit failed: %s", exc)
+        if self.metrics is not None and self._balance is not None:
+            gauge = getattr(self.metrics, "set_balance", None)
+            if gauge is not None:
+                gauge(self._balance)
+        return replace(snap, burn=burn, balance=self._balance)
 
     def _exclude(self, snap: Snapshot, now: float) -> None:
         """The live exclusions into the placer's JobViews; a placer that cannot take them gets the excluded

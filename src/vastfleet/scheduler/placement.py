@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from vastfleet.scheduler.policy.fleet import FleetGuard, Holdings
+from vastfleet.scheduler.policy.fleet import FleetBudget, FleetGuard, Holdings
 from vastfleet.scheduler.policy.types import OfferTable
 from vastfleet.spec.job import Job
 from vastfleet.spec.jobspec import Interruptible
@@ -62,7 +62,7 @@ def price_of(job: Job, offer: Offer) -> tuple[float, float | None]:
 
 
 def simple_placements(jobs: Sequence[Job], offers: Mapping[str, Sequence[Offer]], now: float, *,
-                      holdings: Holdings | None = None) -> list[Placement]:
+                      holdings: Holdings | None = None, budget: FleetBudget | None = None) -> list[Placement]:
     rows = {o.id: o for found in offers.values() for o in found}
     guard = FleetGuard(OfferTable.from_offers(list(rows.values())), holdings or Holdings())
     row_of = {oid: i for i, oid in enumerate(rows)}
@@ -87,6 +87,10 @@ def simple_placements(jobs: Sequence[Job], offers: Mapping[str, Sequence[Offer]]
         if best is None:
             continue
         price, offer, bid = best
+        if budget is not None and not budget.fits(price):
+            continue
+        if budget is not None:
+            budget.spend(price)
         guard.take(row_of[offer.id])
         kind = f"bid ${bid:.3f}/h" if bid is not None else f"on demand ${price:.3f}/h"
         out.append(Placement(job.id, offer.id, bid, f"cheapest feasible: offer {offer.id} {offer.gpu_name} {kind}",

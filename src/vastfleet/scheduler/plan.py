@@ -29,7 +29,8 @@ from typing import Any
 
 from vastfleet.scheduler.labels import parse_label
 from vastfleet.scheduler.placement import Placer, simple_placements
-from vastfleet.scheduler.policy.fleet import Holdings, Rental
+from vastfleet.scheduler.policy.fleet import FleetBudget, Holdings, Rental
+from vastfleet.scheduler.spend import Burn
 from vastfleet.scheduler.supervise import Beat, Cause, Health, Observation, Timings, Verdict, supervise
 from vastfleet.scheduler.teardown import may_destroy
 from vastfleet.spec.job import ATTEMPT_STATES, Job, JobState
@@ -68,6 +69,7 @@ class Destroy:
 class Forget:
     instance_id: int
     reason: str
+    job_id: str | None = None  # whose history says the instance is gone
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,12 @@ class PlanParams:
     label_prefix: str = "vf"
     max_fruitless: int = 6  # attempts in a row without progress before the job fails (every cause counts)
     quarantine_keep_s: float = 6 * 3600.0  # an instance of a job whose record is quarantined is kept this long
+    # The fleet's caps, enforced before a rental (running work goes on): $/h of all our rentals; $ spent in a
+    # UTC day or month, with an hour of the current burn kept in hand; and a reserve of the account's credit.
+    max_usd_per_hour: float | None = None
+    max_usd_per_day: float | None = None
+    max_usd_per_month: float | None = None
+    credit_reserve_usd: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,8 @@ class Snapshot:
     obligations: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)  # instance id -> why
     destroying: frozenset[int] = frozenset()  # destroys in flight
     quarantined: Mapping[str, float] = field(default_factory=dict)  # job id -> when its record was set aside
+    burn: Burn | None = None  # what the fleet costs now and has cost (the spend ledger); None: not known
+    balance: float | None = None  # the account's credit, when read this pass
 
 
 @dataclass
@@ -233,7 +243,7 @@ def decide(snap: Snapshot, now: float, params: PlanParams = PlanParams(),
     pending = sorted((j for j in snap.jobs.values() if j.state == S.PENDING),
                      key=lambda j: (-j.spec.priority, j.submitted_at))
     if pending and snap.offers:
-        for p in place(pending, snap.offers, now, holdings=holdings):
+        for p in place(pending, snap.offers, now, holdings=holdings, budget=fleet_budget(snap, params)):
             job = snap.jobs[p.job_id]
             cost = p.price if math.isfinite(p.price) else None
             fields = {"offer_id": p.offer_id, "bid": p.bid, "instance_id": None, "offer_dph": p.offer_dph,
@@ -245,10 +255,36 @@ def decide(snap: Snapshot, now: float, params: PlanParams = PlanParams(),
     # 5. Durable destroy obligations: drop the satisfied ones, re-drive the rest.
     for inst_id, why in snap.obligations.items():
         if all(i.id != inst_id for i in snap.instances):
-            plan.actions.append(Forget(inst_id, "the listing shows it gone"))
+            plan.actions.append(Forget(inst_id, "the listing shows it gone", why.get("job_id")))
         else:
             destroy(inst_id, why.get("job_id"), why.get("epoch"), str(why.get("reason", "obligation")))
     return plan
+
+
+def fleet_budget(snap: Snapshot, params: PlanParams) -> FleetBudget:
+    """What new rentals may add this pass, from the caps, the spend ledger's burn and the account's credit;
+    `why` names the cap with the least room."""
+    room: list[tuple[float, float, str]] = []  # ($/h left, $ left, why)
+    burn = snap.burn
+    if burn is not None:
+        if params.max_usd_per_hour is not None:
+            room.append((params.max_usd_per_hour - burn.per_hour, math.inf,
+                         f"the fleet's cap of ${params.max_usd_per_hour:.2f}/h binds (${burn.per_hour:.4f}/h now)"))
+        for cap, spent, period in ((params.max_usd_per_day, burn.today, "day"),
+                                   (params.max_usd_per_month, burn.month, "month")):
+            if cap is not None:
+                room.append((math.inf, cap - spent - burn.per_hour,
+                             (f"the fleet's cap of ${cap:.2f} a {period} binds (${spent:.4f} spent, an hour at"
+                             f" ${burn.per_hour:.4f}/h in hand)")))
+    if snap.balance is not None:
+        hour = burn.per_hour if burn is not None else 0.0
+        room.append((math.inf, snap.balance - params.credit_reserve_usd - hour,
+                     (f"the account's credit ${snap.balance:.2f} is near its reserve of"
+                     f" ${params.credit_reserve_usd:.2f} (an hour of the fleet in hand)")))
+    if not room:
+        return FleetBudget()
+    tightest = min(room, key=lambda r: min(r[0], r[1]))
+    return FleetBudget(min(r[0] for r in room), min(r[1] for r in room), tightest[2])
 
 
 def rental_of(inst: Instance) -> Rental | None:

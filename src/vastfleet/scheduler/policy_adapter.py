@@ -21,6 +21,7 @@ from vastfleet.errors import BadInput
 from vastfleet.scheduler.placement import Placement
 from vastfleet.scheduler.plan import OutbidChoice, PlanParams, Snapshot, rental_of
 from vastfleet.scheduler.policy import (
+    FleetBudget,
     FleetStats,
     FutureOffers,
     Holdings,
@@ -109,7 +110,7 @@ class PolicyPlacer:
     # --- the loop's placement shape ---------------------------------------------------------------------
 
     def __call__(self, jobs: Sequence[Job], offers: Mapping[str, Sequence[Offer]], now: float,
-                 holdings: Holdings | None = None) -> list[Placement]:
+                 holdings: Holdings | None = None, budget: FleetBudget | None = None) -> list[Placement]:
         self._tick(now)
         self.offers = offers
         rows = merge_offers(offers)
@@ -121,7 +122,7 @@ class PolicyPlacer:
         out = []
         waits: list[Wait] = []
         for p in decide_placements(views, rows, self.fleet, now, self.params, future=self._future(views),
-                                   waits=waits, holdings=holdings):
+                                   waits=waits, holdings=holdings, budget=budget):
             bid = p.bid if p.kind == "bid" else None
             od = p.terms.get("on_demand_per_hour")
             out.append(Placement(p.job_id, p.offer_id, bid, p.reason, p.expected_cost,

@@ -41,8 +41,9 @@ def shape(reason: str) -> str:
 class TeardownWaits:
     """Instances teardown keeps (`Plan.waiting`): logged when kept and when the reason changes."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, store: JobStore | None = None) -> None:
         self.prefix = prefix
+        self.store = store  # each wait is an event on its job's history too
         self._logged: dict[int, str] = {}  # instance -> the shape of the reason last logged
 
     def log(self, snap: Snapshot, plan: Plan) -> None:
@@ -53,6 +54,11 @@ class TeardownWaits:
                 owner = owners.get(inst)
                 event(log, "teardown waits", why, job=owner[0] if owner else None,
                       epoch=owner[1] if owner else None, instance=inst)
+                if owner is not None and self.store is not None:
+                    try:
+                        self.store.note(owner[0], "teardown_wait", why, {"instance_id": inst})
+                    except VastfleetError:  # the job is gone (or set aside): the log still tells
+                        pass
         self._logged = shapes
 
 

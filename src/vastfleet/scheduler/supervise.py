@@ -50,6 +50,15 @@ class Cause(str, Enum):
 
 
 @dataclass(frozen=True)
+class PendingCheckpoint:
+    step: int
+    dir: str  # its directory's name under the instance's checkpoint directory
+    digest: str  # the manifest's digest: the storage key a verified copy is committed under
+    files: int
+    bytes: int
+
+
+@dataclass(frozen=True)
 class Beat:
     """The agent's last heartbeat, as supervision needs it."""
 
@@ -57,6 +66,7 @@ class Beat:
     epoch: int
     instance_id: int | None = None
     pending_uploads: int | None = None  # checkpoints written on the instance but not yet committed; None = unknown
+    pending: PendingCheckpoint | None = None  # the newest of them, as the agent hashed it (what salvage copies)
 
 
 @dataclass(frozen=True)

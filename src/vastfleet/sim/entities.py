@@ -132,6 +132,7 @@ class Knobs:
     rate_limit_interval: float = 1.0  # min seconds between calls to one endpoint (rate_limits quirk)
     error_rate: float = 0.05  # share of calls answered 5xx (error_bursts quirk)
     credit: float = 1000.0  # the account's starting credit in $
+    min_credit_hours: float = 1.0  # a create needs this many hours of the instance's rate in credit
 
     def update(self, values: dict[str, Any]) -> None:
         known = {f.name: f.type for f in fields(self)}

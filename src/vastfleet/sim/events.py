@@ -15,6 +15,7 @@ from vastfleet.sim.model import Market
 
 
 def advance(market: Market, now: float, dt: float) -> None:
+    _debt(market, now)
     _finish_boots(market, now)
     _expire_claims(market, now)
     _hosts_back(market, now)
@@ -24,6 +25,13 @@ def advance(market: Market, now: float, dt: float) -> None:
         _bid_arrivals(market, now, dt)
         _ondemand_arrivals(market, now, dt)
         _outages(market, now, dt)
+
+
+def _debt(market: Market, now: float) -> None:
+    """Below zero credit vast deletes the account's instances, disks and all."""
+    if market.instances and market.balance() < 0:
+        for iid in sorted(market.instances):
+            market.destroy(iid)
 
 
 def _finish_boots(market: Market, now: float) -> None:

@@ -280,6 +280,10 @@ class Market:
             raise SimError(400, "invalid_args", f"disk must be between 1 and {machine.disk_space:g} GB.")
         if is_bid and compute <= 0:
             raise SimError(400, "invalid_args", "price must be positive.")
+        hourly = compute + disk * machine.storage_cost / HOURS_PER_MONTH
+        if self.balance() < hourly * self.knobs.min_credit_hours:
+            raise SimError(402, "insufficient_credit", f"Your account lacks credit for this instance: balance"
+                           f" ${self.balance():.2f}, it needs ${hourly * self.knobs.min_credit_hours:.2f}.")
         starved = is_bid and compute < min_bid
         if starved and not self.quirks["insufficient_bid_stopped"]:
             raise SimError(

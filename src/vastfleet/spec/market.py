@@ -71,6 +71,8 @@ class Instance(BaseModel):
     status_msg: str | None = None
     start_date: float | None = None
     dph_total: float = 0.0
+    dph_base: float | None = None  # the compute $/h it pays (its bid, or the on-demand price)
+    storage_dph: float | None = None  # its disk's $/h, billed in every state until destroyed
     is_bid: bool = False
     min_bid: float | None = None
     bid_price: float | None = None

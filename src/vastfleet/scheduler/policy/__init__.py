@@ -17,7 +17,7 @@ from vastfleet.scheduler.policy.cost import Terms, option_terms
 from vastfleet.scheduler.policy.deadline import interruptible_allowed, should_escalate_to_on_demand, slack_s
 from vastfleet.scheduler.policy.explain import RankedOffer, Ranking, rank_offers
 from vastfleet.scheduler.policy.filters import CHAIN, feasible
-from vastfleet.scheduler.policy.fleet import FleetGuard, Holdings, Rental
+from vastfleet.scheduler.policy.fleet import FleetBudget, FleetGuard, Holdings, Rental
 from vastfleet.scheduler.policy.hazard import FleetStats, hazards, rental_hazards
 from vastfleet.scheduler.policy.types import (
     Decision,
@@ -34,6 +34,7 @@ from vastfleet.scheduler.policy.waiting import best_wait, held_until
 __all__ = [
     "CHAIN",
     "Decision",
+    "FleetBudget",
     "FleetGuard",
     "FleetStats",
     "FutureOffers",

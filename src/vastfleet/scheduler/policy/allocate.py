@@ -19,7 +19,7 @@ from vastfleet.scheduler.policy.cost import Terms, option_terms
 from vastfleet.scheduler.policy.deadline import job_costs, od_fallback, slack_s
 from vastfleet.scheduler.policy.explain import option_terms_dict, reason_text
 from vastfleet.scheduler.policy.filters import feasible
-from vastfleet.scheduler.policy.fleet import FleetGuard, Holdings
+from vastfleet.scheduler.policy.fleet import FleetBudget, FleetGuard, Holdings
 from vastfleet.scheduler.policy.hazard import FleetStats
 from vastfleet.scheduler.policy.types import FutureOffers, JobView, OfferTable, Placement, PolicyParams, Wait
 from vastfleet.scheduler.policy.waiting import best_wait
@@ -34,11 +34,13 @@ def _group_key(job: JobView) -> tuple[object, ...]:
 def decide_on_table(jobs: Sequence[JobView], table: OfferTable, fleet: FleetStats, now: float,
                     params: PolicyParams, *, first_overhead_s: float | None = None,
                     bandwidth: bool = True, future: FutureOffers | None = None,
-                    waits: list[Wait] | None = None, holdings: Holdings | None = None) -> list[Placement]:
+                    waits: list[Wait] | None = None, holdings: Holdings | None = None,
+                    budget: FleetBudget | None = None) -> list[Placement]:
     """The vectorised allocator over an `OfferTable` (what the benchmark calls directly).
 
     `holdings`: the fleet's own rentals and creates in flight; no placement takes GPUs one of them holds, and
-    each machine gets at most one placement per pass (`fleet.FleetGuard`).
+    each machine gets at most one placement per pass (`fleet.FleetGuard`). `budget`: the fleet's caps; a job
+    whose rental would not fit waits (in `waits`, with the cap that binds).
 
     `first_overhead_s`/`bandwidth` price the start (default: a fresh launch); pass 0/False to price staying
     where a job already runs. With `future`, a job whose best offer now is clearly dearer than one expected
@@ -92,7 +94,13 @@ def decide_on_table(jobs: Sequence[JobView], table: OfferTable, fleet: FleetStat
         if chosen < 0:
             continue
         i = int(idx[chosen])
-        if not math.isfinite(float(cost[chosen])) or cost[chosen] > job.budget_left:
+        if not math.isfinite(float(cost[chosen])):
+            continue
+        if cost[chosen] > job.budget_left:
+            if waits is not None:
+                waits.append(Wait(job.job_id, int(table.ids[i]), now, float(cost[chosen]), float(cost[chosen]),
+                                  f"the job's budget: ${job.budget_left:.4f} left, the cheapest placement expects"
+                                  f" ${float(cost[chosen]):.4f}"))
             continue
         if future is not None and job.interruptible != "never" and bid_ok:
             wait = best_wait(job, float(cost[chosen]), od_fallback(t, cost_od), future, fleet, now, params,
@@ -102,6 +110,14 @@ def decide_on_table(jobs: Sequence[JobView], table: OfferTable, fleet: FleetStat
                 if waits is not None:
                     waits.append(wait[1])
                 continue
+        rate = float((t.bid[chosen] if is_bid[chosen] else table.dph[i]) + table.storage_dph[i])
+        if budget is not None and not budget.fits(rate):
+            if waits is not None:
+                waits.append(Wait(job.job_id, int(table.ids[i]), now, float(cost[chosen]), float(cost[chosen]),
+                                  f"{budget.why}: ${rate:.4f}/h more does not fit"))
+            continue
+        if budget is not None:
+            budget.spend(rate)
         taken[i] = True
         guard.take(i)
         kind: Literal["bid", "on_demand"] = "bid" if is_bid[chosen] else "on_demand"
@@ -127,9 +143,10 @@ def _walk(cost: np.ndarray, idx: np.ndarray, taken: np.ndarray, k: int) -> int:
 
 def decide_placements(jobs: list[JobView], offers: list[Offer], fleet: FleetStats, now: float,
                       params: PolicyParams, *, future: FutureOffers | None = None,
-                      waits: list[Wait] | None = None, holdings: Holdings | None = None) -> list[Placement]:
+                      waits: list[Wait] | None = None, holdings: Holdings | None = None,
+                      budget: FleetBudget | None = None) -> list[Placement]:
     """The live loop's entry point: placements for pending jobs, each offer used at most once, none over
-    GPUs our own rentals hold."""
+    GPUs our own rentals hold, none past the fleet's caps."""
     disk = max((j.disk_gb for j in jobs), default=20.0)
     return decide_on_table(jobs, OfferTable.from_offers(offers, disk), fleet, now, params, future=future,
-                           waits=waits, holdings=holdings)
+                           waits=waits, holdings=holdings, budget=budget)

@@ -128,3 +128,21 @@ class FleetGuard:
         return self.no_bid[idx], self.no_od[idx]
 
 
+@dataclass
+class FleetBudget:
+    """What new rentals may still add this pass under the fleet's caps (the live loop fills it from its
+    spend ledger and the account's balance): `per_hour` $/h on top of what runs now, `total` $ in the first
+    hour of every new rental together. Each placement spends from it; a job that does not fit waits, and
+    `why` says which cap binds. Running work is never stopped by it."""
+
+    per_hour: float = float("inf")
+    total: float = float("inf")
+    why: str = ""
+
+    def fits(self, rate: float) -> bool:
+        return rate <= self.per_hour * (1 + 1e-9) and rate <= self.total * (1 + 1e-9)
+
+    def spend(self, rate: float) -> None:
+        self.per_hour -= rate
+        self.total -= rate
+
