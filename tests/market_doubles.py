@@ -209,9 +209,10 @@ class RecordingMarketplace:
 
     def cloud_copy(
         self, instance_id: int, src: str, dst: str, connection_id: str, to_cloud: bool = True
-    ) -> None:
+    ) -> float | None:
         self._record("cloud_copy", instance_id, src, dst, connection_id, to_cloud)
         self._instance(instance_id)
+        return None
 
     def balance(self) -> float:
         self._record("balance")

@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     max_usd_per_day: float | None = None  # $ spent per UTC day
     max_usd_per_month: float | None = None  # $ spent per UTC month
     credit_reserve_usd: float = 5.0  # no new rental would leave the account's credit under this
+    # salvage: the marketplace's cloud connection (vast `show connections`) whose root is the checkpoint store
+    # (the S3 bucket, or the local store's directory); empty: no salvage, a lost attempt's unsent work is lost
+    salvage_connection: str = ""
+    salvage_root: str = ""  # where the store's keys start in that connection (default: the S3 key prefix)
     agent_poll_s: float = 1.0
     log_level: str = "INFO"
     log_format: str = "text"  # text (readable) or json (one object per line); set up by `serve_forever`
@@ -204,6 +208,15 @@ class Runtime:
             return marketplace_from_env(on_call=on_call)
         return VastMarketplace(self.settings.vast_api_key, self.settings.vast_url, on_call=on_call)
 
+    def _checkpoint_store(self) -> Any:
+        s = self.settings
+        if s.s3_bucket:
+            from vastfleet.storage.s3 import S3CheckpointStore
+
+            return S3CheckpointStore(s.s3_bucket, endpoint_url=s.s3_endpoint_url, region=s.s3_region,
+                                     key_prefix=s.s3_prefix)
+        return LocalCheckpointStore(s.checkpoint_dir or self.data_dir / "checkpoints", self.storage_secret)
+
     def build_request(self, job: Job, epoch: int, bid: float | None) -> CreateRequest:
         """What to rent for (job, epoch): the image, the onstart with the agent and its per-attempt token."""
         label = label_for(job.id, epoch, self.settings.prefix)
@@ -247,14 +260,7 @@ class Runtime:
             from vastfleet.api.secrets import SecretSource
 
             secrets_source = SecretSource(directory=s.secrets_dir)
-            if s.s3_bucket:
-                from vastfleet.storage.s3 import S3CheckpointStore
-
-                self.ckpt = S3CheckpointStore(s.s3_bucket, endpoint_url=s.s3_endpoint_url, region=s.s3_region,
-                                              key_prefix=s.s3_prefix)
-            else:
-                self.ckpt = LocalCheckpointStore(s.checkpoint_dir or self.data_dir / "checkpoints",
-                                                 self.storage_secret)
+            self.ckpt = self._checkpoint_store()
             costs = CheckpointCosts(self.redis, s.prefix)
             self.ckpt = costs.watch(self.ckpt)  # each job's upload time: the cost in the Young/Daly cadence
             hooks = AgentHooks(checkpoint_interval=lambda job: self._checkpoint_interval(job, costs),
@@ -290,7 +296,11 @@ class Runtime:
             self.market = self._build_market()
             self.ctx = act.ActionContext(store=self.store, market=self.market, redis=self.redis,
                                          build_request=self.build_request, prefix=s.prefix,
-                                         create_lock_s=s.create_lock_s, spend=SpendLedger(self.redis, s.prefix))
+                                         create_lock_s=s.create_lock_s, spend=SpendLedger(self.redis, s.prefix),
+                                         ckpt=(self.ckpt or self._checkpoint_store()) if s.salvage_connection else None,
+                                         salvage_connection=s.salvage_connection,
+                                         salvage_root=s.salvage_root or s.s3_prefix.strip("/") + "/"
+                                         if s.s3_prefix.strip("/") else s.salvage_root)
             act.register(self.context_key, self.ctx)
         for i in range(s.workers if not s.inline_actions else 0):
             self._start_worker(i)
@@ -298,7 +308,8 @@ class Runtime:
             assert self.ctx is not None and self.market is not None
             params = PlanParams(timings=s.timings(), outbid_wait_s=s.outbid_wait_s, label_prefix=s.prefix,
                                 max_usd_per_hour=s.max_usd_per_hour, max_usd_per_day=s.max_usd_per_day,
-                                max_usd_per_month=s.max_usd_per_month, credit_reserve_usd=s.credit_reserve_usd)
+                                max_usd_per_month=s.max_usd_per_month, credit_reserve_usd=s.credit_reserve_usd,
+                                salvage=bool(s.salvage_connection))
             self.loop = SchedulerLoop(self.store, self.market, self.redis, self.ctx,
                                       config=LoopConfig(interval_s=s.pass_interval_s, lease_ttl_s=s.lease_ttl_s,
                                                         params=params),

@@ -69,8 +69,10 @@ class MemoryMarket:
     def request_logs(self, instance_id: int, tail: int | None = None) -> str:
         return ""
 
-    def cloud_copy(self, instance_id: int, src: str, dst: str, connection_id: str, to_cloud: bool = True) -> None:
+    def cloud_copy(self, instance_id: int, src: str, dst: str, connection_id: str,
+                   to_cloud: bool = True) -> float | None:
         self._rec("cloud_copy", instance_id)
+        return None
 
     def balance(self) -> float:
         return 100.0

@@ -43,8 +43,10 @@ class Marketplace(Protocol):
 
     def request_logs(self, instance_id: int, tail: int | None = None) -> str: ...
 
-    def cloud_copy(self, instance_id: int, src: str, dst: str, connection_id: str, to_cloud: bool = True) -> None:
-        """Copy between the instance's disk and a cloud connection (works while the instance is stopped)."""
+    def cloud_copy(self, instance_id: int, src: str, dst: str, connection_id: str,
+                   to_cloud: bool = True) -> float | None:
+        """Copy between the instance's disk and a cloud connection (works while the instance is stopped);
+        returns what the marketplace billed for the bandwidth when its answer says (else None)."""
         ...
 
     def balance(self) -> float:

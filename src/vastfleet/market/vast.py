@@ -217,9 +217,9 @@ class VastMarketplace:
 
     def cloud_copy(
         self, instance_id: int, src: str, dst: str, connection_id: str, to_cloud: bool = True
-    ) -> None:
+    ) -> float | None:
         transfer = "Instance to Cloud" if to_cloud else "Cloud to Instance"
-        self._act(
+        answer = self._act(
             "cloud_copy",
             instance_id,
             lambda: self._sdk.cloud_copy(
@@ -230,6 +230,8 @@ class VastMarketplace:
                 transfer=transfer,
             ),
         )
+        cost = answer.get("cost") if isinstance(answer, dict) else None
+        return float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None
 
     def balance(self) -> float:
         user = self._call("balance", self._sdk.show_user)
@@ -260,11 +262,12 @@ class VastMarketplace:
                 raise MalformedAnswer("the instance answer has no 'instances'") from None
             return body["instances"]
 
-    def _act(self, operation: str, instance_id: int, fn: Callable[[], Any]) -> None:
+    def _act(self, operation: str, instance_id: int, fn: Callable[[], Any]) -> Any:
         subject = f"instance {instance_id}"
         answer = self._call(operation, fn, subject=subject, not_found="instance")
         if isinstance(answer, dict) and answer.get("success") is False:
             raise refusal(answer, operation, api_key=self._api_key, subject=subject)
+        return answer
 
     def _call(
         self,

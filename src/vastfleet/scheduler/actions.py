@@ -54,6 +54,9 @@ class ActionContext:
     create_lock_s: float = 120.0  # longer than one create call may take
     on_event: Callable[[str, dict[str, Any]], None] | None = None  # metrics hook: ("created", {...})
     spend: SpendLedger | None = None  # the meters: opened by a rental, closed by its destroy
+    ckpt: Any = None  # the checkpoint store a salvage copies into and verifies (None: no salvage)
+    salvage_connection: str = ""  # the marketplace's cloud connection whose root holds the store's keys
+    salvage_root: str = ""  # where the store's keys start inside that connection
 
     # --- keys -----------------------------------------------------------------------------------------
 

@@ -21,9 +21,10 @@ from rq import Retry
 
 from vastfleet.errors import BadInput, IllegalTransition, NotFound, RetryLater, StaleEpoch, VastfleetError
 from vastfleet.logs import event
-from vastfleet.queue.actions import CREATE, DESTROY, action_queue
+from vastfleet.queue.actions import CREATE, DESTROY, SALVAGE, action_queue
 from vastfleet.scheduler import actions as act
-from vastfleet.scheduler.plan import Create, Destroy, Forget, Plan, RaiseBid, Transition
+from vastfleet.scheduler.plan import Create, Destroy, Forget, Plan, RaiseBid, Salvage, Transition
+from vastfleet.scheduler.salvage import Salvages, salvage, salvage_job
 from vastfleet.spec.job import JobState
 from vastfleet.spec.money import format_price
 
@@ -38,6 +39,7 @@ class Applied:
     destroys: int = 0
     forgotten: int = 0
     bids: int = 0
+    salvages: int = 0
     errors: list[str] = field(default_factory=list)
     transitioned: list[tuple[str, JobState, str]] = field(default_factory=list)  # (job, to, reason)
 
@@ -83,6 +85,8 @@ class Applier:
                     done.forgotten += 1
                 elif isinstance(action, RaiseBid):
                     self._bid(action, done)
+                elif isinstance(action, Salvage):
+                    self._salvage(action, done)
             except (RetryLater, VastfleetError) as exc:
                 # One action failing must not stop the others; the next pass re-drives it.
                 log.warning("action %s failed: %s", type(action).__name__, exc)
@@ -125,6 +129,21 @@ class Applier:
         self._note(b.job_id, "bid", f"bid set to {format_price(b.price)}" + (" and the instance started again"
                    if b.start else "") + f": {b.reason}", {"instance_id": b.instance_id, "price": b.price})
         done.bids += 1
+
+    def _salvage(self, s: Salvage, done: Applied) -> None:
+        book = Salvages(self.ctx.redis, self.ctx.prefix)
+        if book.start(s.job_id, s.epoch, s.instance_id, s.pending, self.ctx.store.clock()):
+            self._note(s.job_id, "salvage", f"salvaging checkpoint step {s.pending.step} off instance"
+                       f" {s.instance_id} before it goes: {s.reason}", {"instance_id": s.instance_id})
+        if not book.claim(s.job_id, self.queue_ttl_s):
+            return  # one is in flight
+        done.salvages += 1
+        if self.inline:
+            salvage(self.ctx, s.job_id)
+            return
+        action_queue(self.ctx.redis, SALVAGE).enqueue(salvage_job, self.context_key, s.job_id,
+                                                      job_timeout=int(self.queue_ttl_s),
+                                                      description=f"salvage {s.job_id}/{s.epoch}")
 
     def _create(self, c: Create, done: Applied) -> None:
         r = self.ctx.redis

@@ -36,6 +36,7 @@ from vastfleet.scheduler.labels import parse_label
 from vastfleet.scheduler.placement import Placer, default_placer
 from vastfleet.scheduler.plan import Create, Plan, PlanParams, Snapshot, decide, default_on_outbid
 from vastfleet.scheduler.reasons import PendingReasons, TeardownWaits
+from vastfleet.scheduler.salvage import SalvageRecord, Salvages
 from vastfleet.scheduler.supervise import Beat, PendingCheckpoint
 from vastfleet.spec.job import ATTEMPT_STATES, Job, JobState
 from vastfleet.spec.jobspec import Interruptible
@@ -277,8 +278,20 @@ class SchedulerLoop:
         wanted = pending + paused  # a paused bid is weighed against moving: it needs offers too
         ours = sum(1 for i in instances if parse_label(i.label, self.ctx.prefix) is not None)
         offers = self._offers(market, wanted, ours) if wanted else {}
+        salvages = self._salvages(jobs) if self.config.params.salvage else {}
         return Snapshot(jobs=jobs, instances=instances, beats=beats, offers=offers, creating=creating,
-                        obligations=obligations, destroying=destroying, quarantined=quarantined)
+                        obligations=obligations, destroying=destroying, quarantined=quarantined,
+                        salvages=salvages)
+
+    def _salvages(self, jobs: dict[str, Job]) -> dict[str, SalvageRecord]:
+        """The salvages of attempts still interrupted; the records of the others are dropped."""
+        book = Salvages(self.redis, self.ctx.prefix)
+        records = book.all()
+        live = {j: r for j, r in records.items() if j in jobs and jobs[j].epoch == r.epoch
+                and jobs[j].state == JobState.INTERRUPTED}
+        book.forget([j for j in records if j not in live and (j not in jobs or jobs[j].epoch != records[j].epoch
+                                                             or jobs[j].state != JobState.INTERRUPTED)])
+        return live
 
     def _quarantined_at(self, job_id: str) -> float:
         try:

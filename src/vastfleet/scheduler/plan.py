@@ -30,8 +30,18 @@ from typing import Any
 from vastfleet.scheduler.labels import parse_label
 from vastfleet.scheduler.placement import Placer, simple_placements
 from vastfleet.scheduler.policy.fleet import FleetBudget, Holdings, Rental
+from vastfleet.scheduler.salvage import SalvageRecord
 from vastfleet.scheduler.spend import Burn
-from vastfleet.scheduler.supervise import Beat, Cause, Health, Observation, Timings, Verdict, supervise
+from vastfleet.scheduler.supervise import (
+    Beat,
+    Cause,
+    Health,
+    Observation,
+    PendingCheckpoint,
+    Timings,
+    Verdict,
+    supervise,
+)
 from vastfleet.scheduler.teardown import may_destroy
 from vastfleet.spec.job import ATTEMPT_STATES, Job, JobState
 from vastfleet.spec.market import Instance, Offer
@@ -87,7 +97,19 @@ class RaiseBid:
     fields: Mapping[str, Any] = field(default_factory=dict)  # written to the job with the new bid
 
 
-Action = Transition | Create | Destroy | Forget | RaiseBid
+@dataclass(frozen=True)
+class Salvage:
+    """Copy an interrupted attempt's pending checkpoint off its disk, verify it, commit it (salvage.py); the
+    job stays INTERRUPTED and the instance is kept until it is done or given up."""
+
+    job_id: str
+    epoch: int
+    instance_id: int
+    pending: PendingCheckpoint
+    reason: str
+
+
+Action = Transition | Create | Destroy | Forget | RaiseBid | Salvage
 
 
 @dataclass(frozen=True)
@@ -96,6 +118,8 @@ class PlanParams:
     outbid_wait_s: float = 120.0  # a paused bid may come back by itself: wait this long before re-queueing
     label_prefix: str = "vf"
     max_fruitless: int = 6  # attempts in a row without progress before the job fails (every cause counts)
+    salvage: bool = False  # copy a lost attempt's pending checkpoint off its disk (needs a cloud connection)
+    salvage_timeout_s: float = 600.0  # a salvage not done by then is given up (the job goes on without it)
     quarantine_keep_s: float = 6 * 3600.0  # an instance of a job whose record is quarantined is kept this long
     # The fleet's caps, enforced before a rental (running work goes on): $/h of all our rentals; $ spent in a
     # UTC day or month, with an hour of the current burn kept in hand; and a reserve of the account's credit.
@@ -132,6 +156,7 @@ class Snapshot:
     quarantined: Mapping[str, float] = field(default_factory=dict)  # job id -> when its record was set aside
     burn: Burn | None = None  # what the fleet costs now and has cost (the spend ledger); None: not known
     balance: float | None = None  # the account's credit, when read this pass
+    salvages: Mapping[str, SalvageRecord] = field(default_factory=dict)  # job id -> its attempt's salvage
 
 
 @dataclass
@@ -191,6 +216,11 @@ def decide(snap: Snapshot, now: float, params: PlanParams = PlanParams(),
         verdict = supervise(obs)
         plan.verdicts[inst.id] = verdict
         if verdict.health in (Health.orphan, Health.dead):
+            rec = snap.salvages.get(job_id)
+            if job is not None and rec is not None and rec.status == "queued" and rec.instance_id == inst.id \
+                    and rec.epoch == epoch == job.epoch:
+                plan.waiting[inst.id] = f"salvaging checkpoint step {rec.step} off it first"
+                continue
             gate = may_destroy(verdict, job, snap.beats.get(job_id), now, params.timings)
             if gate.allowed:
                 destroy(inst.id, job_id, epoch, gate.reason)
@@ -216,11 +246,21 @@ def decide(snap: Snapshot, now: float, params: PlanParams = PlanParams(),
         plan.verdicts[job.id] = verdict
         _attempt(plan, job, None, obs, verdict, params, on_outbid, holdings, now)
 
-    # 2b. INTERRUPTED left behind (a pass that died between its two transitions, or the agent reported a
-    # host fault): finish the recovery.
+    # 2b. INTERRUPTED: a salvage in progress, or left behind (a pass that died between its two transitions,
+    # or the agent reported a host fault): finish the recovery.
     for job in snap.jobs.values():
         if job.state == S.INTERRUPTED:
-            _requeue(plan, job, job.preemptions, params, progressed=_progressed(job, False), last=job.reason)
+            rec = snap.salvages.get(job.id)
+            outcome = ""
+            if rec is not None and rec.epoch == job.epoch:
+                if rec.status == "queued" and now - rec.since <= params.salvage_timeout_s:
+                    told = PendingCheckpoint(rec.step, rec.dir, rec.digest, rec.files, 0)
+                    plan.actions.append(Salvage(job.id, job.epoch, rec.instance_id, told, "salvage again"))
+                    continue  # the applier keeps one in flight
+                outcome = rec.reason if rec.status != "queued" else \
+                    f"salvage of checkpoint step {rec.step} given up after {params.salvage_timeout_s:.0f}s"
+            _requeue(plan, job, job.preemptions, params, progressed=_progressed(job, False), last=job.reason,
+                     outcome=outcome)
 
     # 3. PLACING: adopt an instance that carries the attempt's label, else drive the create again.
     for job in snap.jobs.values():
@@ -339,6 +379,14 @@ def _attempt(plan: Plan, job: Job, inst: Instance | None, obs: Observation, verd
     preemptions = job.preemptions + 1
     plan.actions.append(Transition(job.id, S.INTERRUPTED, f"{verdict.cause.value if verdict.cause else 'lost'}:"
                                    f" {why}", job.epoch, {"preemptions": preemptions}))
+    pending = obs.current_beat.pending if obs.current_beat is not None else None
+    committed = job.latest_checkpoint.step if job.latest_checkpoint and job.latest_checkpoint.step is not None \
+        else -1
+    if params.salvage and inst is not None and verdict.cause != Cause.gone and pending is not None \
+            and pending.step > committed:  # its disk still holds work never uploaded: copy it off first
+        plan.actions.append(Salvage(job.id, job.epoch, inst.id, pending,
+                                    f"checkpoint step {pending.step} was written but never uploaded"))
+        return
     _requeue(plan, job, preemptions, params, progressed=_progressed(job, job.state in (S.RUNNING, S.PAUSED)),
              last=f"{verdict.cause.value if verdict.cause else 'lost'}: {why}")
 
@@ -359,7 +407,8 @@ def _progressed(job: Job, ran: bool) -> bool:
     return ran and not job.spec.checkpoint.required
 
 
-def _requeue(plan: Plan, job: Job, preemptions: int, params: PlanParams, *, progressed: bool, last: str) -> None:
+def _requeue(plan: Plan, job: Job, preemptions: int, params: PlanParams, *, progressed: bool, last: str,
+             outcome: str = "") -> None:
     fruitless = 0 if progressed else job.fruitless + 1
     if preemptions > job.spec.max_preemptions:
         plan.actions.append(Transition(job.id, S.FAILED, f"{preemptions} interruptions, past the cap of"
@@ -371,5 +420,6 @@ def _requeue(plan: Plan, job: Job, preemptions: int, params: PlanParams, *, prog
     else:
         ckpt = job.latest_checkpoint
         where = f"checkpoint step {ckpt.step} (epoch {ckpt.epoch})" if ckpt is not None else "the start"
-        plan.actions.append(Transition(job.id, S.PENDING, f"re-queued from {where}", job.epoch,
+        told = f"; {outcome}" if outcome else ""
+        plan.actions.append(Transition(job.id, S.PENDING, f"re-queued from {where}{told}", job.epoch,
                                        {"fruitless": fruitless}))

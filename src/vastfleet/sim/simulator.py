@@ -76,6 +76,7 @@ class Simulator:
         self.gate = Gate(self.market)
         self.tick_interval = tick_interval
         self.log_results: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self.connection_dirs: dict[str, Path] = {}
         self._last_tick = self.clock()
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
@@ -93,7 +94,9 @@ class Simulator:
         self.tick()
 
     def cloud_dir(self, connection: str) -> Path:
-        return self.workdir / "cloud" / connection
+        """A cloud connection's directory; `connection_dirs` may point one at another place (a test points
+        it at the control plane's checkpoint store, as a real connection would point at its bucket)."""
+        return self.connection_dirs.get(str(connection)) or self.workdir / "cloud" / connection
 
     def keep_log_result(self, token: str, text: str) -> None:
         self.log_results[token] = text

@@ -36,3 +36,7 @@ class CheckpointStore(Protocol):
     def delete_prefix(self, prefix: str) -> int:
         """Delete every object under `prefix`; returns how many."""
         ...
+
+    def keys_under(self, prefix: str) -> list[str]:
+        """The keys of the objects under `prefix` (what a salvage's cloud copy put there), sorted."""
+        ...

@@ -87,6 +87,13 @@ class LocalCheckpointStore:
             shutil.rmtree(base)
         return count
 
+    def keys_under(self, prefix: str) -> list[str]:
+        base = self.path_for(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        if not base.is_dir():
+            return []
+        return sorted(str(p.relative_to(self.root)).replace(os.sep, "/") for p in base.rglob("*")
+                      if p.is_file() and not p.is_symlink() and not p.name.startswith("."))
+
     # --- used by the blob routes --------------------------------------------------------------------
 
     def path_for(self, key: str) -> Path:

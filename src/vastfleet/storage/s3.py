@@ -147,6 +147,16 @@ class S3CheckpointStore:
             raise StorageError(f"S3 delete under a checkpoint prefix failed: {type(exc).__name__}") from None
         return count
 
+    def keys_under(self, prefix: str) -> list[str]:
+        keys: list[str] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+                keys += [obj["Key"][len(self.key_prefix):] for obj in page.get("Contents", [])]
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"S3 listing under a checkpoint prefix failed: {type(exc).__name__}") from None
+        return sorted(keys)
+
     # --- helpers ------------------------------------------------------------------------------------
 
     def _key(self, key: str) -> str:
