@@ -91,3 +91,40 @@ def test_caps_hold_new_rentals_back_and_say_which_binds(params, burn, balance, b
         assert binds in budget.why
     plan = decide(snap, NOW, params)
     assert len([a for a in plan.actions if getattr(a, "to", None) == S.PLACING]) == placed
+
+
+def test_credit_for_less_than_an_hour_asks_every_running_job_to_checkpoint_once(redis_client: redis.Redis) -> None:
+    """Below zero vast deletes every disk: with credit for less than an hour of the fleet, each running job is
+    asked (once) to checkpoint now, and new rentals stop (the reserve)."""
+    from tests.helpers import FakeClock
+    from tests.loop.test_loop import beat, build
+    from tests.market_doubles import RecordingMarketplace
+    from vastfleet.api.heartbeats import take_checkpoint_request
+
+    market, clock = RecordingMarketplace([make_offer(1, dph_total=0.4), make_offer(2, dph_total=0.3)]), \
+        FakeClock(1_000_000.0)
+    store, loop = build(redis_client, market, clock)
+    loop.ctx.spend = SpendLedger(redis_client, "vf", clock=clock)  # the burn the credit is measured against
+    job = store.submit(make_spec(interruptible="never"))
+    loop.run_pass()
+    job = store.get(job.id)
+    market.set_status(job.instance_id, "running")
+    beat(redis_client, job, clock.now)
+    loop.run_pass()
+    assert store.get(job.id).state == S.RUNNING
+    assert not take_checkpoint_request(redis_client, job.id, job.epoch), "plenty of credit: nothing asked"
+    market.credit = 0.05
+    loop._balance_at = float("-inf")  # the next pass reads the credit
+    clock.now += 1
+    beat(redis_client, job, clock.now)
+    loop.run_pass()
+    assert take_checkpoint_request(redis_client, job.id, job.epoch), "asked to checkpoint now"
+    clock.now += 1
+    beat(redis_client, job, clock.now)
+    loop.run_pass()
+    assert not take_checkpoint_request(redis_client, job.id, job.epoch), "once per low episode"
+    late = store.submit(make_spec(interruptible="never"))
+    clock.now += 1
+    beat(redis_client, job, clock.now)
+    loop.run_pass()
+    assert store.get(late.id).state == S.PENDING and "credit" in store.get(late.id).reason

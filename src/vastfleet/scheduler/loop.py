@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 
-from vastfleet.api.heartbeats import last_heartbeat
+from vastfleet.api.heartbeats import last_heartbeat, request_checkpoint
 from vastfleet.errors import NotFound, VastfleetError
 from vastfleet.logs import event
 from vastfleet.market.protocol import Marketplace
@@ -150,6 +150,7 @@ class SchedulerLoop:
         # Per-job backoff of offer searches for jobs no offer fits (memory only: an optimisation, not state).
         self._backoff: dict[str, tuple[float, float]] = {}  # job id -> (next search at, current delay)
         self._balance: float | None = None  # the account's credit as last read
+        self._asked_checkpoint: set[str] = set()  # jobs asked to checkpoint now while the credit runs low
         self._balance_at = float("-inf")
         self.reasons = PendingReasons(store, ctx.prefix)  # why a pending job has no offer, on its record
         self.waits = TeardownWaits(ctx.prefix, store)  # instances teardown keeps, logged once each
@@ -313,7 +314,22 @@ class SchedulerLoop:
             gauge = getattr(self.metrics, "set_balance", None)
             if gauge is not None:
                 gauge(self._balance)
+        self._credit_at_risk(snap, burn)
         return replace(snap, burn=burn, balance=self._balance)
+
+    def _credit_at_risk(self, snap: Snapshot, burn: Any) -> None:
+        """Credit for less than an hour of the fleet: below zero vast deletes every disk, so each running job is
+        asked (once) to checkpoint now, and its work is off the box before the money runs out."""
+        hour = burn.per_hour if burn is not None else 0.0
+        if self._balance is None or self._balance >= self.config.params.credit_reserve_usd + hour:
+            self._asked_checkpoint.clear()
+            return
+        for job in snap.jobs.values():
+            if job is not None and job.state == JobState.RUNNING and job.id not in self._asked_checkpoint:
+                request_checkpoint(self.redis, job.id, job.epoch, prefix=self.ctx.prefix)
+                self._asked_checkpoint.add(job.id)
+                event(log, "checkpoint asked", f"the account's credit ${self._balance:.2f} covers less than an hour"
+                      " of the fleet", job=job.id, epoch=job.epoch)
 
     def _exclude(self, snap: Snapshot, now: float) -> None:
         """The live exclusions into the placer's JobViews; a placer that cannot take them gets the excluded
