@@ -359,3 +359,15 @@ def test_helm_cli_lints_and_templates_the_same(tmp_path: Path) -> None:
         timeout=60,
     )
     assert refused.returncode != 0 and "replicas" in refused.stderr
+
+
+def test_money_caps_and_salvage_reach_the_control_plane() -> None:
+    """Issue 12: the fleet's caps are Helm values; unset ones are left out (no cap), the reserve has a default."""
+    docs = render({"money": {"maxUsdPerHour": "12.5", "maxUsdPerMonth": 900, "salvageConnection": "4242"}})
+    api = workload(docs, "api")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in api["env"]}
+    assert (env["VASTFLEET_MAX_USD_PER_HOUR"], env["VASTFLEET_MAX_USD_PER_MONTH"]) == ("12.5", "900")
+    assert env["VASTFLEET_CREDIT_RESERVE_USD"] == "5" and env["VASTFLEET_SALVAGE_CONNECTION"] == "4242"
+    assert "VASTFLEET_MAX_USD_PER_DAY" not in env
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmValuesError):
+        chart.render(values={"money": {"maxUsdPerHour": "-1"}}, name="vf", namespace="fleet")

@@ -125,6 +125,14 @@ app.kubernetes.io/component: {{ .component }}
 - name: VASTFLEET_PUBLIC_URL
   value: {{ . | quote }}
 {{- end }}
+{{- with .Values.money }}
+{{- range $key, $name := dict "maxUsdPerHour" "VASTFLEET_MAX_USD_PER_HOUR" "maxUsdPerDay" "VASTFLEET_MAX_USD_PER_DAY" "maxUsdPerMonth" "VASTFLEET_MAX_USD_PER_MONTH" "creditReserveUsd" "VASTFLEET_CREDIT_RESERVE_USD" "salvageConnection" "VASTFLEET_SALVAGE_CONNECTION" }}
+{{- with (index $.Values.money $key) }}
+- name: {{ $name }}
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
