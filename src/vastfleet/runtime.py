@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     heartbeat_lost_s: float = 60.0
     boot_timeout_s: float = 900.0
     scheduling_timeout_s: float = 600.0
-    outbid_wait_s: float = 120.0
+    outbid_wait_s: float = 10.0  # a paused bid may come back by itself: wait (since its last beat), then decide
     gone_grace_s: float = 30.0
     create_lock_s: float = 120.0  # one create call's bound; a create killed mid-way is re-driven after this
     action_requeue_s: float = 60.0  # a queued action no worker took in this long is queued again

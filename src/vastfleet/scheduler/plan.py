@@ -115,7 +115,7 @@ Action = Transition | Create | Destroy | Forget | RaiseBid | Salvage
 @dataclass(frozen=True)
 class PlanParams:
     timings: Timings = field(default_factory=Timings)
-    outbid_wait_s: float = 120.0  # a paused bid may come back by itself: wait this long before re-queueing
+    outbid_wait_s: float = 10.0  # a paused bid may come back by itself: wait (since its last beat), then decide
     label_prefix: str = "vf"
     max_fruitless: int = 6  # attempts in a row without progress before the job fails (every cause counts)
     salvage: bool = False  # copy a lost attempt's pending checkpoint off its disk (needs a cloud connection)
