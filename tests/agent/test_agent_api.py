@@ -23,7 +23,7 @@ from tests.agent.conftest import (
     running,
     upload,
 )
-from vastfleet.api.heartbeats import last_heartbeat, request_checkpoint, stale_heartbeats
+from vastfleet.queue.heartbeats import last_heartbeat, request_checkpoint, stale_heartbeats
 from vastfleet.spec import JobState
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.agent.conftest import AgentApi, Client, booted, call, count_spec, manifest, output, running
-from vastfleet.api.heartbeats import last_heartbeat
+from vastfleet.queue.heartbeats import last_heartbeat
 from vastfleet.spec import JobState
 
 

@@ -17,8 +17,8 @@ import pytest
 from tests.e2e.harness import committed_state, count_spec, ours_left, settings
 from tests.helpers import wait_for
 from tests.sim_fixtures import running_sim
-from vastfleet.api.heartbeats import last_heartbeat
 from vastfleet.errors import RetryLater
+from vastfleet.queue.heartbeats import last_heartbeat
 from vastfleet.runtime import build_runtime
 from vastfleet.spec.job import JobState
 

@@ -16,9 +16,10 @@ from tests.market_doubles import RecordingMarketplace
 from vastfleet.scheduler.apply import Applied
 from vastfleet.scheduler.exclusions import CheckpointCosts, FleetMemory, HostExclusions, JobHazards
 from vastfleet.scheduler.loop import SchedulerLoop
-from vastfleet.scheduler.plan import PlanParams, Snapshot
+from vastfleet.scheduler.plan import PlanParams, Snapshot, Transition
 from vastfleet.scheduler.policy import rental_hazards
 from vastfleet.scheduler.policy_adapter import DEFAULT_CHECKPOINT_COST_S, PolicyPlacer
+from vastfleet.scheduler.supervise import Cause
 from vastfleet.spec.job import CheckpointRef, JobState
 
 S = JobState
@@ -43,7 +44,7 @@ def test_a_rising_hazard_shortens_the_checkpoint_interval() -> None:
     snap = Snapshot(jobs={job.id: job}, instances=[make_instance(100, host_id=7, gpu_name="RTX 4090",
                                                                  reliability=0.99, is_bid=True)])
     for _ in range(5):
-        placer.observe(snap, [(job.id, "host_offline")])
+        placer.observe(snap, [(job.id, Cause.host_offline)])
     assert placer.hazard_per_hour(job) > calm_hazard
     stormy = placer.checkpoint_interval(job, 120.0)
     assert stormy < calm, (stormy, calm)
@@ -176,9 +177,10 @@ def test_outbid_does_not_exclude_a_host_and_the_count_reaches_metrics(redis_clie
                               make_job("j-exit", instance_id=12))}
     instances = [make_instance(10, "j-out", host_id=5), make_instance(11, "j-off", host_id=6),
                  make_instance(12, "j-exit", host_id=7)]
-    applied = Applied(transitioned=[("j-out", S.INTERRUPTED, "outbid: paused"),
-                                    ("j-off", S.INTERRUPTED, "host_offline: host offline and agent silent"),
-                                    ("j-exit", S.INTERRUPTED, "exited: container exited")])
+    applied = Applied(transitioned=[
+        Transition("j-out", S.INTERRUPTED, "outbid: paused", 1, cause=Cause.outbid),
+        Transition("j-off", S.INTERRUPTED, "the reason is for people: never parsed", 1, cause=Cause.host_offline),
+        Transition("j-exit", S.INTERRUPTED, "exited: container exited", 1, cause=Cause.exited)])
     SchedulerLoop._note_failed_hosts(loop, Snapshot(jobs=jobs, instances=instances), applied, clock.now)
     assert loop.exclusions.live(clock.now) == {6, 7}
     loop.run_pass()
@@ -194,7 +196,7 @@ def _learned() -> PolicyPlacer:
     placer.at(3600.0 * 20, {})
     inst = make_instance(100, host_id=7, gpu_name="RTX 4090", reliability=0.99, is_bid=True, min_bid=0.4)
     snap = Snapshot(jobs={job.id: job}, instances=[inst])
-    placer.observe(snap, [(job.id, "host_offline"), (job.id, "host_offline")])
+    placer.observe(snap, [(job.id, Cause.host_offline), (job.id, Cause.host_offline)])
     placer.on_outbid(job, inst.model_copy(update={"actual_status": "stopped"}), 1.0, PlanParams(outbid_wait_s=60))
     placer.fleet.observe_back("offline", 5.0)
     return placer

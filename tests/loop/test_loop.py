@@ -9,9 +9,9 @@ from tests.helpers import FakeClock
 from tests.loop.doubles import MemoryMarket
 from tests.loop.factories import make_offer, make_spec
 from tests.market_doubles import RecordingMarketplace
-from vastfleet.api.heartbeats import record_heartbeat
 from vastfleet.errors import MarketUnavailable
 from vastfleet.queue import JobStore
+from vastfleet.queue.heartbeats import record_heartbeat
 from vastfleet.scheduler import actions as act
 from vastfleet.scheduler.loop import LoopConfig, SchedulerLoop
 from vastfleet.scheduler.plan import PlanParams

@@ -8,6 +8,7 @@ from tests.loop.factories import NOW, make_instance, make_job, make_offer, make_
 from vastfleet.scheduler.placement import default_placer
 from vastfleet.scheduler.plan import PlanParams, Snapshot
 from vastfleet.scheduler.policy_adapter import PolicyPlacer, merge_offers
+from vastfleet.scheduler.supervise import Cause
 from vastfleet.spec.job import Job, JobState
 from vastfleet.spec.market import Offer
 
@@ -132,7 +133,7 @@ def test_listed_offers_alone_teach_nothing_only_our_rentals_hours_count() -> Non
     assert watched_all.gpu_exposure("RTX 4090") > 4000.0  # what the whole-market count would have used
 
     # the host fails us once: its hazard rises above the quiet estimate
-    listing.observe(Snapshot(jobs={mine.id: mine}, instances=[inst]), [(mine.id, "host_offline")])
+    listing.observe(Snapshot(jobs={mine.id: mine}, instances=[inst]), [(mine.id, Cause.host_offline)])
     assert _hazard_of(listing, 1)[1] > quiet[1]
 
 

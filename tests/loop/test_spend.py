@@ -99,7 +99,7 @@ def test_credit_for_less_than_an_hour_asks_every_running_job_to_checkpoint_once(
     from tests.helpers import FakeClock
     from tests.loop.test_loop import beat, build
     from tests.market_doubles import RecordingMarketplace
-    from vastfleet.api.heartbeats import take_checkpoint_request
+    from vastfleet.queue.heartbeats import take_checkpoint_request
 
     market, clock = RecordingMarketplace([make_offer(1, dph_total=0.4), make_offer(2, dph_total=0.3)]), \
         FakeClock(1_000_000.0)

@@ -14,8 +14,8 @@ from vastfleet.metrics.feed import CommitFeed, PassFeed
 from vastfleet.queue import JobStore
 from vastfleet.scheduler.apply import Applied
 from vastfleet.scheduler.labels import label_for
-from vastfleet.scheduler.plan import Create, Plan, Snapshot
-from vastfleet.scheduler.supervise import Beat
+from vastfleet.scheduler.plan import Create, Plan, Snapshot, Transition
+from vastfleet.scheduler.supervise import Beat, Cause
 from vastfleet.spec.job import CheckpointRef, Job, JobState
 from vastfleet.spec.jobspec import JobSpec
 from vastfleet.spec.market import Instance, Offer
@@ -95,7 +95,8 @@ def test_a_run_with_one_interruption_feeds_every_job_metric_once(world: World) -
     job = w.store.commit_checkpoint(job.id, 1, ref)
     stopped = w.instance(job, 5, status="stopped")
     w.run(4621, [job], [stopped], beats={job.id: Beat(at=4600.0, epoch=1)},
-          applied=Applied(transitioned=[(job.id, S.INTERRUPTED, "outbid: paused by a higher bid")]))
+          applied=Applied(transitioned=[Transition(job.id, S.INTERRUPTED, "outbid: paused by a higher bid", job.epoch,
+                                                   cause=Cause.outbid)]))
     assert value(m, "vastfleet_preemptions_total", gpu_model="RTX 4090", kind="outbid") == 1
     assert value(m, "vastfleet_work_lost_gpu_seconds_total", gpu_model="RTX 4090") == pytest.approx(1200.0)
     # the stopped instance bills its disk: 0.2 $/GB-month x 73 GB / 730 h = 0.02 $/h (since 4621)

@@ -44,7 +44,6 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from vastfleet.agent.tokens import SESSION_PREFIX, AgentClaims, InvalidToken, TokenSigner
-from vastfleet.api import heartbeats
 from vastfleet.api.agent_bodies import (
     ClaimBody,
     EmptyBody,
@@ -66,7 +65,7 @@ from vastfleet.errors import (
     Unauthorized,
     VastfleetError,
 )
-from vastfleet.queue import JobStore
+from vastfleet.queue import JobStore, heartbeats
 from vastfleet.spec.job import CheckpointRef, Job, JobState
 from vastfleet.storage.base import CheckpointStore
 from vastfleet.storage.manifest import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, Manifest, parse_manifest

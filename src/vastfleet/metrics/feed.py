@@ -70,13 +70,13 @@ class PassFeed:
             if job.state == JobState.RUNNING:
                 self._maybe_started(job)
         done: set[str] = set()
-        for job_id, to, reason in applied.transitioned if applied is not None else ():
-            job = snap.jobs.get(job_id)
-            if to == JobState.INTERRUPTED and job is not None:
-                self._interrupted(job, reason, by_id.get(job.instance_id), snap.beats.get(job_id), now)
-            if to.terminal and job_id in self._live:
-                self._finished(job_id, to, job)
-                done.add(job_id)
+        for t in applied.transitioned if applied is not None else ():
+            job = snap.jobs.get(t.job_id)
+            if t.to == JobState.INTERRUPTED and job is not None:
+                self._interrupted(job, t.reason, by_id.get(job.instance_id), snap.beats.get(t.job_id), now)
+            if t.to.terminal and t.job_id in self._live:
+                self._finished(t.job_id, t.to, job)
+                done.add(t.job_id)
         for job in snap.jobs.values():
             if job.state.terminal and job.id in self._live and job.id not in done:
                 self._finished(job.id, job.state, job)

@@ -25,7 +25,6 @@ from vastfleet.queue.actions import CREATE, DESTROY, SALVAGE, action_queue
 from vastfleet.scheduler import actions as act
 from vastfleet.scheduler.plan import Create, Destroy, Forget, Plan, RaiseBid, Salvage, Transition
 from vastfleet.scheduler.salvage import Salvages, salvage, salvage_job
-from vastfleet.spec.job import JobState
 from vastfleet.spec.money import format_price
 
 log = logging.getLogger(__name__)
@@ -41,7 +40,7 @@ class Applied:
     bids: int = 0
     salvages: int = 0
     errors: list[str] = field(default_factory=list)
-    transitioned: list[tuple[str, JobState, str]] = field(default_factory=list)  # (job, to, reason)
+    transitioned: list[Transition] = field(default_factory=list)  # the transitions that applied
 
 
 class Applier:
@@ -104,7 +103,7 @@ class Applier:
             broken.add(t.job_id)
             return
         done.transitions += 1  # the store logs every transition it makes, whoever asks
-        done.transitioned.append((t.job_id, t.to, t.reason))
+        done.transitioned.append(t)
 
     def _note(self, job_id: str | None, kind: str, reason: str, data: dict[str, object]) -> None:
         """An event on the job's history (its job may be gone: then only the log tells)."""

@@ -33,8 +33,6 @@ from vastfleet.storage.upload_timer import UploadTimer
 
 log = logging.getLogger(__name__)
 
-# Supervision causes that blame the host. outbid/paused/stuck_scheduling/gone are the market's doing.
-EXCLUDING_CAUSES = frozenset({"host_offline", "exited", "heartbeat_lost", "boot_timeout"})
 
 
 class HostExclusions:

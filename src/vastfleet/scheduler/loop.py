@@ -24,14 +24,14 @@ from typing import Any
 
 import redis
 
-from vastfleet.api.heartbeats import last_heartbeat, request_checkpoint
 from vastfleet.errors import NotFound, VastfleetError
 from vastfleet.logs import event
 from vastfleet.market.protocol import Marketplace
 from vastfleet.queue import JobQuarantined, JobStore, Lease
+from vastfleet.queue.heartbeats import last_heartbeat, request_checkpoint
 from vastfleet.scheduler import actions as act
 from vastfleet.scheduler.apply import Applied, Applier
-from vastfleet.scheduler.exclusions import EXCLUDING_CAUSES, FleetMemory, HostExclusions, JobHazards
+from vastfleet.scheduler.exclusions import FleetMemory, HostExclusions, JobHazards
 from vastfleet.scheduler.labels import parse_label
 from vastfleet.scheduler.placement import Placer, default_placer
 from vastfleet.scheduler.plan import Create, Plan, PlanParams, Snapshot, decide, default_on_outbid
@@ -217,8 +217,8 @@ class SchedulerLoop:
             self.reasons.explain(market, snap, result.plan, now, getattr(self.placer, "waits", ()), self.excluded)
             observe = getattr(self.placer, "observe", None)
             if observe is not None:
-                observe(snap, [(j, r.split(":", 1)[0]) for j, to, r in result.applied.transitioned
-                               if to == JobState.INTERRUPTED])
+                observe(snap, [(t.job_id, t.cause) for t in result.applied.transitioned
+                               if t.to == JobState.INTERRUPTED and t.cause is not None])
             hazards = getattr(self.placer, "job_hazard", None)
             if self.job_hazards is not None and hazards is not None:
                 self.job_hazards.publish(hazards)
@@ -346,14 +346,14 @@ class SchedulerLoop:
         """A loss the host is to blame for (not outbid/paused: that is the market) excludes it for a while."""
         by_id = {i.id: i for i in snap.instances}
         hosts = []
-        for job_id, to, reason in applied.transitioned:
-            job = snap.jobs.get(job_id)
-            if to != JobState.INTERRUPTED or job is None or job.instance_id is None:
+        for t in applied.transitioned:
+            job = snap.jobs.get(t.job_id)
+            if t.cause is None or not t.cause.blames_host or job is None or job.instance_id is None:
                 continue
             inst = by_id.get(job.instance_id)
-            if reason.split(":", 1)[0] in EXCLUDING_CAUSES and inst is not None and inst.host_id is not None:
-                event(log, "host excluded", reason, job=job_id, epoch=job.epoch, instance=inst.id, host=inst.host_id,
-                      seconds=round(self.exclusions.period_s))
+            if inst is not None and inst.host_id is not None:
+                event(log, "host excluded", t.reason, job=t.job_id, epoch=job.epoch, instance=inst.id,
+                      host=inst.host_id, seconds=round(self.exclusions.period_s))
                 hosts.append(inst.host_id)
         self.exclusions.exclude(hosts, now)
 

@@ -56,6 +56,7 @@ class Transition:
     reason: str
     expected_epoch: int
     fields: Mapping[str, Any] = field(default_factory=dict)
+    cause: Cause | None = None  # for a loss (-> INTERRUPTED): how it was lost, for host exclusion and learning
 
 
 @dataclass(frozen=True)
@@ -378,7 +379,7 @@ def _attempt(plan: Plan, job: Job, inst: Instance | None, obs: Observation, verd
         why = f"{why}; {choice.reason}" if choice.reason else why
     preemptions = job.preemptions + 1
     plan.actions.append(Transition(job.id, S.INTERRUPTED, f"{verdict.cause.value if verdict.cause else 'lost'}:"
-                                   f" {why}", job.epoch, {"preemptions": preemptions}))
+                                   f" {why}", job.epoch, {"preemptions": preemptions}, cause=verdict.cause))
     pending = obs.current_beat.pending if obs.current_beat is not None else None
     committed = job.latest_checkpoint.step if job.latest_checkpoint and job.latest_checkpoint.step is not None \
         else -1

@@ -38,6 +38,7 @@ from vastfleet.scheduler.policy import (
     rental_hazards,
 )
 from vastfleet.scheduler.policy.cadence import DEFAULT_CHECKPOINT_COST_S
+from vastfleet.scheduler.supervise import Cause
 from vastfleet.spec.gpus import gpu_model
 from vastfleet.spec.job import Job, JobState
 from vastfleet.spec.market import Instance, Offer
@@ -194,7 +195,7 @@ class PolicyPlacer:
         return bid, (f"lowest running bid fell to {format_price(inst.min_bid)}: bid {format_price(job.bid)} ->"
                      f" {format_price(bid)}, no restart")
 
-    def observe(self, snap: Snapshot, interrupted: Sequence[tuple[str, str]]) -> None:
+    def observe(self, snap: Snapshot, interrupted: Sequence[tuple[str, Cause]]) -> None:
         """Feed what the pass saw: our hosts (exposure) and the losses it declared (job id, cause)."""
         by_id: dict[int, Instance] = {}
         where: dict[int, tuple[int, str, float]] = {}
@@ -213,9 +214,8 @@ class PolicyPlacer:
         for job_id, cause in interrupted:
             job = snap.jobs.get(job_id)
             lost = by_id.get(job.instance_id) if job is not None and job.instance_id is not None else None
-            if lost is not None and lost.host_id is not None and lost.gpu_name and cause in (
-                    "host_offline", "gone", "heartbeat_lost", "exited"):
-                self.fleet.observe_loss(lost.host_id, lost.gpu_name, offline=cause == "host_offline")
+            if lost is not None and lost.host_id is not None and lost.gpu_name and cause.lost_on_host:
+                self.fleet.observe_loss(lost.host_id, lost.gpu_name, offline=cause == Cause.host_offline)
         self._refresh_hazards()
         self.job_hazard = {job.id: _as_rented(job, self._hazard[job.instance_id]) for job in snap.jobs.values()
                            if job is not None and job.instance_id is not None and job.instance_id in self._hazard}

@@ -48,6 +48,18 @@ class Cause(str, Enum):
     boot_timeout = "boot_timeout"  # no first heartbeat within the boot bound
     gone = "gone"  # the listing no longer shows the attempt's instance and the agent is silent
 
+    @property
+    def blames_host(self) -> bool:
+        """The one place that says which losses are the host's doing (it is then left out for a while);
+        outbid, paused, stuck scheduling and gone are the market's. A job's own failure is never a Cause: the
+        agent reports it as the job's, and it counts against `retries_on_error`."""
+        return self in (Cause.host_offline, Cause.exited, Cause.heartbeat_lost, Cause.boot_timeout)
+
+    @property
+    def lost_on_host(self) -> bool:
+        """A loss the host's hazard learns from (not a pause of our bid: that is the auction's)."""
+        return self in (Cause.host_offline, Cause.gone, Cause.heartbeat_lost, Cause.exited)
+
 
 @dataclass(frozen=True)
 class PendingCheckpoint:
