@@ -1,16 +1,14 @@
-"""`ours`: the vastfleet policy (`vastfleet.scheduler.policy`) driven by the replay.
+"""`ours`: the replay's translator for the live scheduler's own decision step (`policy.step.decide_step`).
 
-Each tick it observes the present market the way the live loop does (lowest running bids rising, hosts
-going offline, offers rented away, and how long they stay away) into `FleetStats`, then: paused jobs raise
-or move by expected cost; running interruptible jobs whose slack no longer covers an interruption checkpoint
-and move to on demand; waiting jobs go through the one allocator, which may have them wait for an offer
-expected back (one our own job holds, or one that went away; `policy.waiting`). Checkpoint cadence per
-rental is Young/Daly from the hazard. It reads only the current tick and its own memory.
+Each tick it learns from the present market the way the live loop does (lowest running bids rising, hosts
+going offline, offers rented away, and how long they stay away) into `FleetStats`, then builds the step's
+input from the replay's state (jobs waiting, the attempts it holds with their offers, the offers rentable
+now, those expected back) and turns the decisions into the engine's actions: Place, Raise (change bid),
+Release (graceful when the step moves a running attempt). It holds no policy of its own: what it measures
+is what the live loop decides. It reads only the current tick and its own memory.
 """
 
 from __future__ import annotations
-
-from dataclasses import replace
 
 import numpy as np
 
@@ -20,40 +18,38 @@ from vastfleet.scheduler.policy import (
     JobView,
     OfferTable,
     PolicyParams,
-    decide_on_table,
-    interruptible_allowed,
-    lower_running_bid,
-    outbid_decision,
     rental_hazards,
-    should_escalate_to_on_demand,
 )
-from vastfleet.scheduler.policy.cost import young_daly
+from vastfleet.scheduler.policy.step import ChangeBid, Held, Move, Place, StepInput, decide_step
 from vastfleet.scheduler.policy.waiting import held_until
-from vastfleet.sim.replay.baselines import job_mask, slack
-from vastfleet.sim.replay.engine import Action, JobRun, Place, Raise, Release, Replay
+from vastfleet.sim.replay.engine import Action, JobRun, Raise, Release, Replay
+from vastfleet.sim.replay.engine import Place as EnginePlace
 
 
 class Ours:
     name = "ours"
 
-    def __init__(self, params: PolicyParams | None = None, rebalance_every: int = 6, hysteresis: float = 0.08,
-                 rebid: bool = True, wait: bool = True) -> None:
+    def __init__(self, params: PolicyParams | None = None, rebalance_every: int = 6, rebid: bool = True,
+                 wait: bool = True) -> None:
         self.params = params
         self.fleet = FleetStats()
         self.prev: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
         self.final_od: set[str] = set()
         self.rebalance_every = rebalance_every  # ticks between checks for a clearly cheaper offer
-        self.hysteresis = hysteresis  # a move must save this share of the expected cost to stay
         self.rebid = rebid  # lower a running bid (vast's change bid) when the lowest running bid falls
         self.wait = wait  # let jobs wait for an offer expected back (policy.waiting)
-        self.last_eff: np.ndarray | None = None
         self.seen_price: np.ndarray | None = None  # per offer, its lowest running bid when last available
         self.away: dict[int, tuple[str, float]] = {}  # offer -> (offline | gone, since hours)
 
     def _params(self, sim: Replay) -> PolicyParams:
         if self.params is None:
+            # The fleet's catalogue ceiling is vast's: the public traces are AWS and GCP prices, 4-12x vast's
+            # catalogue. The replay runs as an operator of those clouds would configure it: no catalogue ceiling
+            # (every bid still stays under its offer's on-demand price).
             self.params = PolicyParams(restart_overhead_s=sim.o.restart_overhead_s,
-                                       resume_overhead_s=sim.o.resume_overhead_s, launch_gb=sim.o.launch_gb)
+                                       resume_overhead_s=sim.o.resume_overhead_s, launch_gb=sim.o.launch_gb,
+                                       lower_bids=self.rebid, max_price_factor=float("inf"),
+                                       max_price_per_gpu_hour=float("inf"))
         return self.params
 
     def observe(self, sim: Replay, k: int) -> None:
@@ -142,104 +138,35 @@ class Ours:
                        interruption_times=tuple(run.interruptions), checkpoint_cost_s=sim.o.checkpoint_cost_s,
                        interruptible="never" if j.id in self.final_od else "auto")
 
-    def _better_elsewhere(self, sim: Replay, k: int, now: float, run: JobRun, avail_idx: np.ndarray,
-                          p: PolicyParams) -> bool:
-        """Move a running bid when another offer finishes clearly cheaper, the move's restart included."""
+    def held(self, sim: Replay, k: int, run: JobRun, now: float) -> Held:
         r = run.rental
         assert r is not None
-        jv = self.view(sim, run, now)
-        here = self.table(sim, k, np.array([r.offer]))
-        here.min_bid = np.array([r.bid])
-        stay = decide_on_table([jv], here, self.fleet, now, replace(p, margins=(0.0,)), first_overhead_s=0.0,
-                               bandwidth=False)
-        if not stay or stay[0].kind != "bid":
-            return False
-        moves = decide_on_table([jv], self.table(sim, k, avail_idx), self.fleet, now, p)
-        return bool(moves) and moves[0].expected_cost < (1.0 - self.hysteresis) * stay[0].expected_cost
-
-    def _back_to_bid(self, sim: Replay, k: int, now: float, run: JobRun, avail_idx: np.ndarray,
-                     p: PolicyParams) -> bool:
-        """An escalated job returns to interruptible capacity once the storm is over and it pays clearly."""
-        if should_escalate_to_on_demand(run.interruptions, now, p) or k % 6:
-            return False
-        jv = self.view(sim, run, now)
-        r = run.rental
-        assert r is not None
-        od_left = float(sim.m.dph[k, r.offer]) * jv.remaining_work_hours / r.speed
-        for pl in decide_on_table([jv], self.table(sim, k, avail_idx), self.fleet, now, p):
-            return pl.kind == "bid" and pl.expected_cost < 0.8 * od_left
-        return False
-
-    def _slack(self, sim: Replay, run: JobRun, now: float, mask: np.ndarray, avail: np.ndarray) -> float:
-        """Slack on the fastest fitting offer that can be rented now (or is ours), not the fastest listed."""
-        here = mask & avail
-        if run.rental is not None:
-            here[run.rental.offer] = True
-        return slack(sim, run, now, here if here.any() else mask)
-
-    def _rebid(self, sim: Replay, k: int, now: float, run: JobRun, p: PolicyParams) -> Raise | None:
-        """The lowest running bid fell under our running bid: lower ours to the margin that is best now."""
-        r = run.rental
-        assert r is not None
-        eff = sim.eff(k)
-        if self.last_eff is None or not eff[r.offer] < self.last_eff[r.offer] * (1 - 1e-9):
-            return None
-        bid = lower_running_bid(self.view(sim, run, now), self.table(sim, k, np.array([r.offer])), r.bid,
-                                self.fleet, p)
-        return None if bid is None else Raise(run.job.id, bid)
+        return Held(self.view(sim, run, now), self.table(sim, k, np.array([r.offer])), r.kind,
+                    r.bid if r.kind == "bid" else None, r.paused, r.tau, run.job.id in self.final_od)
 
     def step(self, sim: Replay, k: int, now: float) -> list[Action]:
+        """The replay's translator: its present as the policy's `StepInput`, the decisions as its actions."""
         p = self._params(sim)
         if self.prev is None or self.prev[0] != k:
-            self.last_eff = None if self.prev is None else self.prev[1]
             self.observe(sim, k)
+        avail_idx = np.flatnonzero(sim.available(k))
+        active = sim.active()
+        inp = StepInput(
+            waiting=[self.view(sim, run, now) for run in active if run.rental is None],
+            held=[self.held(sim, k, run, now) for run in active if run.rental is not None],
+            offers=self.table(sim, k, avail_idx), fleet=self.fleet, now=now, params=p,
+            future=self.future(sim, k, now, p) if self.wait and avail_idx.size else None,
+            rebalance=k % self.rebalance_every == 0, pinned=frozenset(self.final_od))
         acts: list[Action] = []
-        waiting: list[JobView] = []
-        avail = sim.available(k)
-        avail_idx = np.flatnonzero(avail)
-        for run in sim.active():
-            r = run.rental
-            jid = run.job.id
-            mask = job_mask(sim, run)
-            if r is None:
-                waiting.append(self.view(sim, run, now))
-                continue
-            if r.kind == "on_demand":
-                if jid not in self.final_od and self._back_to_bid(sim, k, now, run, avail_idx, p):
-                    acts.append(Release(jid, graceful=True))
-                    waiting.append(self.view(sim, run, now))
-                continue
-            tau = float(young_daly(sim.o.checkpoint_cost_s, np.array([0.05]), p)[0]) if r.paused else r.tau
-            if not interruptible_allowed(self._slack(sim, run, now, mask, avail), tau, p, sim.o.checkpoint_cost_s):
-                self.final_od.add(jid)
-                acts.append(Release(jid, graceful=not r.paused))
-                waiting.append(self.view(sim, run, now))
-                continue
-            if not r.paused and k % self.rebalance_every == 0 and self._better_elsewhere(sim, k, now, run, avail_idx, p):
-                acts.append(Release(jid, graceful=True))
-                waiting.append(self.view(sim, run, now))
-                continue
-            if not r.paused and self.rebid:
-                rb = self._rebid(sim, k, now, run, p)
-                if rb is not None:
-                    acts.append(rb)
-            if r.paused:
-                jv = self.view(sim, run, now)
-                d = outbid_decision(jv, self.table(sim, k, np.array([r.offer])), self.table(sim, k, avail_idx),
-                                    self.fleet, now, p)
-                if d.action == "raise" and d.bid is not None:
-                    acts.append(Raise(jid, d.bid))
-                else:
-                    acts.append(Release(jid))
-                    waiting.append(jv)
-        if waiting and avail_idx.size:
-            future = self.future(sim, k, now, p) if self.wait else None
-            for pl in decide_on_table(waiting, self.table(sim, k, avail_idx), self.fleet, now, p, future=future):
-                if pl.kind == "on_demand" and pl.job_id not in self.final_od:
-                    run = sim.runs[pl.job_id]
-                    if not interruptible_allowed(self._slack(sim, run, now, job_mask(sim, run), avail), 1800.0, p,
-                                                 sim.o.checkpoint_cost_s):
-                        self.final_od.add(pl.job_id)
-                tau = float(pl.terms.get("checkpoint_interval_s", 1800.0))
-                acts.append(Place(pl.job_id, pl.offer_id, pl.kind, pl.bid or 0.0, tau))
+        for d in decide_step(inp).decisions:
+            if isinstance(d, Place):
+                if d.pin:
+                    self.final_od.add(d.job_id)
+                acts.append(EnginePlace(d.job_id, d.offer_id, d.kind, d.bid or 0.0, d.tau_s))
+            elif isinstance(d, ChangeBid):
+                acts.append(Raise(d.job_id, d.bid))
+            elif isinstance(d, Move):
+                if d.pin:
+                    self.final_od.add(d.job_id)
+                acts.append(Release(d.job_id, graceful=d.graceful))
         return acts
