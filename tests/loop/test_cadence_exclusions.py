@@ -16,7 +16,7 @@ from tests.market_doubles import RecordingMarketplace
 from vastfleet.scheduler.apply import Applied
 from vastfleet.scheduler.exclusions import CheckpointCosts, FleetMemory, HostExclusions, JobHazards
 from vastfleet.scheduler.loop import SchedulerLoop
-from vastfleet.scheduler.plan import PlanParams, Snapshot, Transition
+from vastfleet.scheduler.plan import Snapshot, Transition
 from vastfleet.scheduler.policy import rental_hazards
 from vastfleet.scheduler.policy_adapter import DEFAULT_CHECKPOINT_COST_S, PolicyPlacer
 from vastfleet.scheduler.supervise import Cause
@@ -32,19 +32,18 @@ def _placer_seeing(host: int, inst_id: int = 100) -> tuple[PolicyPlacer, Any]:
     placer = PolicyPlacer()
     inst = make_instance(inst_id, host_id=host, gpu_name="RTX 4090", reliability=0.99, is_bid=True)
     job = make_job(instance_id=inst_id, bid=0.3)
-    placer.at(0.0, {})
-    placer.observe(Snapshot(jobs={job.id: job}, instances=[inst]), [])
+    placer.learn(Snapshot(jobs={job.id: job}, instances=[inst]), [], 0.0)
     return placer, job
 
 
 def test_a_rising_hazard_shortens_the_checkpoint_interval() -> None:
     placer, job = _placer_seeing(host=7)
-    placer.at(3600.0 * 10, {})  # ten quiet hours on host 7
+    placer.learn(Snapshot(jobs={}, instances=[]), [], 3600.0 * 10)  # ten quiet hours on host 7
     calm_hazard, calm = placer.hazard_per_hour(job), placer.checkpoint_interval(job, 120.0)
     snap = Snapshot(jobs={job.id: job}, instances=[make_instance(100, host_id=7, gpu_name="RTX 4090",
                                                                  reliability=0.99, is_bid=True)])
     for _ in range(5):
-        placer.observe(snap, [(job.id, Cause.host_offline)])
+        placer.learn(snap, [(job.id, Cause.host_offline)], 3600.0 * 10)
     assert placer.hazard_per_hour(job) > calm_hazard
     stormy = placer.checkpoint_interval(job, 120.0)
     assert stormy < calm, (stormy, calm)
@@ -193,11 +192,12 @@ def test_outbid_does_not_exclude_a_host_and_the_count_reaches_metrics(redis_clie
 def _learned() -> PolicyPlacer:
     """A placer that ran our job 20 h on host 7, saw it go offline twice and our bid there outbid once."""
     placer, job = _placer_seeing(host=7)
-    placer.at(3600.0 * 20, {})
     inst = make_instance(100, host_id=7, gpu_name="RTX 4090", reliability=0.99, is_bid=True, min_bid=0.4)
     snap = Snapshot(jobs={job.id: job}, instances=[inst])
-    placer.observe(snap, [(job.id, Cause.host_offline), (job.id, Cause.host_offline)])
-    placer.on_outbid(job, inst.model_copy(update={"actual_status": "stopped"}), 1.0, PlanParams(outbid_wait_s=60))
+    placer.learn(snap, [], 3600.0 * 20)  # 20 h of our job running there
+    placer.learn(snap, [(job.id, Cause.host_offline), (job.id, Cause.host_offline)], 3600.0 * 20)
+    stopped = inst.model_copy(update={"actual_status": "stopped"})
+    placer.learn(Snapshot(jobs={job.id: job}, instances=[stopped]), [], 3600.0 * 20)  # our bid paused: an outbid
     placer.fleet.observe_back("offline", 5.0)
     return placer
 

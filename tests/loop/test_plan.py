@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from tests.loop.factories import NOW, make_beat, make_ckpt, make_instance, make_job, make_offer, make_spec
+from vastfleet.scheduler.placement import SimplePlacer
 from vastfleet.scheduler.plan import (
     Create,
     Destroy,
     Forget,
-    OutbidChoice,
     PlanParams,
+    PolicyRequest,
     RaiseBid,
     Snapshot,
     Transition,
     decide,
 )
+from vastfleet.scheduler.policy.step import ChangeBid
 from vastfleet.scheduler.supervise import Timings
 from vastfleet.spec.job import JobState
 
@@ -67,7 +69,7 @@ def test_preempted_job_is_interrupted_and_requeued_then_its_instance_destroyed_n
     first = plan_for(jobs=[job], instances=[inst], beats={job.id: make_beat(at=NOW - 10)})
     kinds = [(type(a).__name__, getattr(a, "to", None)) for a in first.actions]
     assert kinds == [("Transition", S.INTERRUPTED), ("Transition", S.PENDING)]
-    assert first.actions[0].fields == {"preemptions": 2}
+    assert first.actions[0].fields["preemptions"] == 2 and first.actions[0].fields["interrupted_at"] == [NOW]
     assert "step 40" in first.actions[1].reason
     assert not first.of(Destroy), "the destroy waits for the recovery decision to be recorded"
     requeued = job.model_copy(update={"state": S.PENDING})
@@ -90,7 +92,7 @@ def test_outbid_instance_is_waited_for_then_requeued() -> None:
     fresh_pause = plan_for(jobs=[job.model_copy(update={"updated_at": NOW - 2})], instances=[inst], beats={})
     assert [(a.to, a.fields) for a in fresh_pause.actions] == [(S.PAUSED, {"paused_at": NOW})], \
         "paused 2 s: the job reads PAUSED while it waits for the auction"
-    assert "waiting for the auction" in fresh_pause.actions[0].reason
+    assert "for the auction" in fresh_pause.actions[0].reason
     still = plan_for(jobs=[job.model_copy(update={"updated_at": NOW - 2, "state": S.PAUSED})], instances=[inst],
                      beats={})
     assert still.actions == [], "already PAUSED: nothing new to write while it waits"
@@ -100,7 +102,11 @@ def test_outbid_policy_may_raise_the_bid() -> None:
     job = make_job()
     inst = make_instance(status="stopped", is_bid=True)
     snap = Snapshot(jobs={job.id: job}, instances=[inst], beats={job.id: make_beat(at=NOW - 6)})
-    plan = decide(snap, NOW, P, on_outbid=lambda *a: OutbidChoice("raise", 0.6, "cheaper than moving"))
+    class Raising(SimplePlacer):
+        def decide(self, request: PolicyRequest) -> list:  # type: ignore[override]
+            return [ChangeBid(j.id, 0.6, True, "cheaper than moving") for j, _ in request.paused]
+
+    plan = decide(snap, NOW, P, Raising())
     assert [a.to for a in plan.of(Transition)] == [S.PAUSED]
     assert plan.of(RaiseBid) == [RaiseBid(job.id, inst.id, 0.6, "cheaper than moving", ceiling=float("inf"),
                                           fields={"rebids": 1, "rebid_at": NOW})]

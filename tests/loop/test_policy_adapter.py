@@ -1,27 +1,36 @@
-"""The loop on the bidding policy: placements through `decide_placements`, outbid through `on_outbid`."""
+"""The live loop's translator for the decision step (`PolicyPlacer.decide` and `.learn`)."""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.loop.factories import NOW, make_instance, make_job, make_offer, make_spec
-from vastfleet.scheduler.placement import default_placer
-from vastfleet.scheduler.plan import PlanParams, Snapshot
+from vastfleet.scheduler.plan import PolicyRequest, Snapshot
+from vastfleet.scheduler.policy.step import ChangeBid, Move, Place
 from vastfleet.scheduler.policy_adapter import PolicyPlacer, merge_offers
 from vastfleet.scheduler.supervise import Cause
 from vastfleet.spec.job import Job, JobState
 from vastfleet.spec.market import Offer
 
 
-def test_the_loop_uses_the_policy_when_it_is_installed() -> None:
-    assert isinstance(default_placer(), PolicyPlacer)
+def place(placer: PolicyPlacer, jobs: list[Job], offers: dict[str, list[Offer]], now: float = NOW) -> list[Place]:
+    return [d for d in placer.decide(PolicyRequest(now, offers, pending=jobs)) if isinstance(d, Place)]
+
+
+def test_the_loop_uses_the_policy(redis_client) -> None:  # type: ignore[no-untyped-def]
+    from tests.helpers import FakeClock
+    from tests.loop.test_loop import build
+    from tests.market_doubles import RecordingMarketplace
+
+    _, loop = build(redis_client, RecordingMarketplace([]), FakeClock())
+    assert isinstance(loop.placer, PolicyPlacer)
 
 
 def test_policy_places_an_interruptible_job_with_a_bid_and_a_reason() -> None:
     job = make_job(state=JobState.PENDING, instance_id=None, epoch=0, spec=make_spec(interruptible="always"))
     offers = {job.id: [make_offer(1, dph_total=0.5, min_bid=0.2, is_bid=True),
                        make_offer(2, dph_total=0.9, min_bid=0.5, is_bid=True)]}
-    [placement] = PolicyPlacer()([job], offers, NOW)
+    [placement] = place(PolicyPlacer(), [job], offers)
     assert placement.offer_id == 1 and placement.bid is not None and placement.bid >= 0.2 and placement.reason
 
 
@@ -30,20 +39,16 @@ def test_merge_keeps_one_row_per_ask_preferring_the_bid_search() -> None:
     assert sorted(o.id for o in rows) == [1, 2] and next(o for o in rows if o.id == 1).is_bid
 
 
-def test_outbid_waits_first_then_asks_the_policy() -> None:
+def test_a_paused_attempt_raises_in_place_when_there_is_nowhere_else_within_its_ceiling() -> None:
     placer = PolicyPlacer()
-    params = PlanParams(outbid_wait_s=5)
-    job = make_job(bid=0.25, spec=make_spec(interruptible="always"))
+    job = make_job(bid=0.25, offer_dph=0.5, spec=make_spec(interruptible="always"))
     inst = make_instance(status="stopped", is_bid=True, gpu_name="RTX 4090", num_gpus=1, host_id=1, machine_id=1,
                          dph_total=0.25, min_bid=0.3, reliability=0.99)
-    assert placer.on_outbid(job, inst, 2.0, params).action == "wait"
-    placer.offers = {}  # nowhere else to go: raising in place is the only way on
-    choice = placer.on_outbid(job, inst, 10.0, params)
-    assert choice.action in ("raise", "requeue") and choice.reason
-    if choice.action == "raise":
-        assert choice.price is not None and choice.price >= 0.3
-        already = job.model_copy(update={"bid": choice.price})
-        assert placer.on_outbid(already, inst, 10.0, params).action == "wait", "never raise to the same bid twice"
+    [choice] = placer.decide(PolicyRequest(NOW, {}, paused=[(job, inst)]))  # nowhere else to go
+    assert isinstance(choice, ChangeBid) and choice.restart and 0.3 <= choice.bid <= 0.5 and choice.reason
+    over = inst.model_copy(update={"min_bid": 0.9})  # winning it back would pay above its on-demand price
+    [moved] = placer.decide(PolicyRequest(NOW, {}, paused=[(job, over)]))
+    assert isinstance(moved, Move) and not moved.graceful
 
 
 def _placer_holding(remaining_hours: float) -> PolicyPlacer:
@@ -52,8 +57,7 @@ def _placer_holding(remaining_hours: float) -> PolicyPlacer:
     holder = make_job("j-hold", instance_id=100, bid=0.1, progress={"remaining_hours": remaining_hours})
     inst = make_instance(100, job_id="j-hold", host_id=7, machine_id=7, gpu_name="RTX 4090", num_gpus=1,
                          dph_total=0.5, min_bid=0.1, bid_price=0.1, is_bid=True, reliability=0.99)
-    placer.at(NOW, {})
-    placer.observe(Snapshot(jobs={holder.id: holder}, instances=[inst]), [])
+    placer.learn(Snapshot(jobs={holder.id: holder}, instances=[inst]), [], NOW)
     return placer
 
 
@@ -67,7 +71,7 @@ def _pending(deadline_h: float) -> tuple[Job, dict[str, list[Offer]]]:
 def test_a_pending_job_with_slack_waits_for_the_cheap_machine_our_job_frees_soon() -> None:
     placer = _placer_holding(remaining_hours=0.5)
     pending, offers = _pending(deadline_h=48)
-    assert placer([pending], offers, NOW) == []
+    assert place(placer, [pending], offers) == []
     [wait] = placer.waits
     assert wait.job_id == "j-new" and "held by our job j-hold" in wait.reason
     assert NOW < wait.until < NOW + 3600 and wait.expected_cost < 0.95 * wait.cost_now
@@ -77,21 +81,22 @@ def test_a_pending_job_with_slack_waits_for_the_cheap_machine_our_job_frees_soon
 def test_without_slack_to_wait_or_with_the_machine_free_too_late_the_job_rents_now(held_for_h, deadline_h) -> None:
     placer = _placer_holding(remaining_hours=held_for_h)
     pending, offers = _pending(deadline_h)
-    [placement] = placer([pending], offers, NOW)
+    [placement] = place(placer, [pending], offers)
     assert placement.offer_id == 2 and placer.waits == []
 
 
 def test_lower_bid_only_for_a_clear_drop_of_the_lowest_running_bid() -> None:
     placer = PolicyPlacer()
-    placer.at(NOW, {})
-    job = make_job(bid=0.4, spec=make_spec(interruptible="always"))
+    job = make_job(bid=0.4, offer_dph=0.6, spec=make_spec(interruptible="always"))
     inst = make_instance(100, host_id=7, machine_id=7, gpu_name="RTX 4090", num_gpus=1, dph_total=0.4,
                          min_bid=0.2, bid_price=0.4, is_bid=True, reliability=0.99)
-    lowered = placer.lower_bid(job, inst)
-    assert lowered is not None and 0.2 <= lowered[0] < 0.38 and "no restart" in lowered[1]
-    slightly = inst.model_copy(update={"min_bid": 0.39})
-    assert placer.lower_bid(job, slightly) is None  # under 5% saved: not worth a marketplace call
-    assert placer.lower_bid(job.model_copy(update={"bid": None}), inst) is None
+
+    def lowered(j: Job, i) -> list:  # type: ignore[no-untyped-def]
+        return [d for d in placer.decide(PolicyRequest(NOW, {}, running=[(j, i)])) if isinstance(d, ChangeBid)]
+
+    [change] = lowered(job, inst)
+    assert not change.restart and 0.2 <= change.bid < 0.38 and "no restart" in change.reason
+    assert lowered(job, inst.model_copy(update={"min_bid": 0.39})) == [], "under 5% saved: not worth a call"
 
 
 def _hazard_of(placer: PolicyPlacer, host: int) -> tuple[float, float]:
@@ -121,8 +126,8 @@ def test_listed_offers_alone_teach_nothing_only_our_rentals_hours_count() -> Non
     for hour in range(101):
         now = NOW + hour * 3600.0
         for placer, seen in ((listing, offers), (blind, {})):
-            placer([pending], seen, now)
-            placer.observe(Snapshot(jobs={mine.id: mine}, instances=[inst]), [])
+            place(placer, [pending], seen, now)
+            placer.learn(Snapshot(jobs={mine.id: mine}, instances=[inst], offers=seen), [], now)
     assert listing.fleet.exposure(1) == pytest.approx(100.0) and listing.fleet.exposure(5) == 0.0
     for host in (1, 5):
         assert _hazard_of(listing, host) == pytest.approx(_hazard_of(blind, host))
@@ -133,7 +138,7 @@ def test_listed_offers_alone_teach_nothing_only_our_rentals_hours_count() -> Non
     assert watched_all.gpu_exposure("RTX 4090") > 4000.0  # what the whole-market count would have used
 
     # the host fails us once: its hazard rises above the quiet estimate
-    listing.observe(Snapshot(jobs={mine.id: mine}, instances=[inst]), [(mine.id, Cause.host_offline)])
+    listing.learn(Snapshot(jobs={mine.id: mine}, instances=[inst]), [(mine.id, Cause.host_offline)], now)
     assert _hazard_of(listing, 1)[1] > quiet[1]
 
 
@@ -142,13 +147,13 @@ def test_each_pause_of_our_bid_counts_one_outbid_with_the_jump_it_shows() -> Non
     job = make_job(bid=0.25, spec=make_spec(interruptible="always"))
     paused = make_instance(status="stopped", is_bid=True, gpu_name="RTX 4090", num_gpus=1, host_id=3,
                            machine_id=3, dph_total=0.5, min_bid=0.3, reliability=0.99)
-    params = PlanParams(outbid_wait_s=600)
-    for silent in (10.0, 40.0, 70.0):  # one pause, seen by three passes
-        placer.on_outbid(job, paused, silent, params)
+    for k in range(3):  # one pause, seen by three passes
+        placer.learn(Snapshot(jobs={job.id: job}, instances=[paused]), [], NOW + 10 * k)
     counts = placer.fleet.hosts[3].outbid
     assert counts[0] == 1 and counts.max() == 1  # 0.30 / 0.25: a rise of at least 20% past our bid
-    placer.observe(Snapshot(jobs={job.id: job}, instances=[paused.model_copy(update={"actual_status": "running"})]), [])
-    placer.on_outbid(job, paused, 10.0, params)  # paused again after running: a second outbid
+    running = paused.model_copy(update={"actual_status": "running"})
+    placer.learn(Snapshot(jobs={job.id: job}, instances=[running]), [], NOW + 40)
+    placer.learn(Snapshot(jobs={job.id: job}, instances=[paused]), [], NOW + 50)  # paused again: a second
     assert placer.fleet.hosts[3].outbid[0] == 2
 
 

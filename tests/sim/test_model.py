@@ -91,7 +91,7 @@ def test_the_incumbent_keeps_its_gpus_on_a_tie() -> None:
 def test_on_demand_beats_any_bid() -> None:
     market, _, _ = make_market()
     ask, machine, _, _ = offer_on(market, min_gpus=1)
-    bid_inst = market.create(ask, body(price=1000.0))
+    bid_inst = market.create(ask, body(price=500.0))
     # the on-demand search still lists the GPUs a bid holds
     asks = [a for a, m, n, _ in market.open_offers(bid=False) if m.id == machine.id and n == machine.num_gpus]
     assert asks
@@ -218,3 +218,21 @@ def test_random_events_are_reproducible_by_seed() -> None:
     first = run()
     assert first == run()
     assert first[0]  # the market did move
+
+
+def test_a_create_the_credit_cannot_cover_is_refused_and_below_zero_everything_is_deleted() -> None:
+    """As vast does: a create needs credit for an hour of the instance; a negative balance deletes the
+    account's instances, disks and all."""
+    from vastfleet.sim.events import advance
+
+    market, _, _ = make_market()
+    ask, _, _, _ = offer_on(market, min_gpus=1)
+    market.knobs.credit = 0.05
+    with pytest.raises(SimError) as refused:
+        market.create(ask, body())
+    assert refused.value.status == 402 and "credit" in refused.value.msg and not market.instances
+    market.knobs.credit = 1000.0
+    inst = market.create(ask, body())
+    market.knobs.credit = market.ledger.spent(market.clock()) - 0.01  # the balance goes below zero
+    advance(market, market.clock(), 0.0)
+    assert inst.id not in market.instances, "deleted, disk and all"

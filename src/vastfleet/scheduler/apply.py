@@ -22,8 +22,9 @@ from rq import Retry
 from vastfleet.errors import BadInput, IllegalTransition, NotFound, RetryLater, StaleEpoch, VastfleetError
 from vastfleet.logs import event
 from vastfleet.queue.actions import CREATE, DESTROY, SALVAGE, action_queue
+from vastfleet.queue.heartbeats import request_checkpoint
 from vastfleet.scheduler import actions as act
-from vastfleet.scheduler.plan import Create, Destroy, Forget, Plan, RaiseBid, Salvage, Transition
+from vastfleet.scheduler.plan import Create, Destroy, Forget, Plan, RaiseBid, Salvage, StartMove, Transition
 from vastfleet.scheduler.salvage import Salvages, salvage, salvage_job
 from vastfleet.spec.money import format_price
 
@@ -86,6 +87,8 @@ class Applier:
                     self._bid(action, done)
                 elif isinstance(action, Salvage):
                     self._salvage(action, done)
+                elif isinstance(action, StartMove):
+                    self._start_move(action)
             except (RetryLater, VastfleetError) as exc:
                 # One action failing must not stop the others; the next pass re-drives it.
                 log.warning("action %s failed: %s", type(action).__name__, exc)
@@ -128,6 +131,14 @@ class Applier:
         self._note(b.job_id, "bid", f"bid set to {format_price(b.price)}" + (" and the instance started again"
                    if b.start else "") + f": {b.reason}", {"instance_id": b.instance_id, "price": b.price})
         done.bids += 1
+
+    def _start_move(self, m: StartMove) -> None:
+        """Mark the job (epoch-fenced), then ask its agent to checkpoint now: the move ends the attempt once
+        that checkpoint is committed (`recovery`)."""
+        job = self.ctx.store.update(m.job_id, expected_epoch=m.epoch, **m.fields)
+        request_checkpoint(self.ctx.redis, m.job_id, m.epoch, prefix=self.ctx.prefix)
+        self._note(m.job_id, "move", f"moving: {m.reason} (a checkpoint first)", {"epoch": m.epoch})
+        event(log, "move", m.reason, job=m.job_id, epoch=job.epoch, instance=job.instance_id)
 
     def _salvage(self, s: Salvage, done: Applied) -> None:
         book = Salvages(self.ctx.redis, self.ctx.prefix)

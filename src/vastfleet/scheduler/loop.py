@@ -33,8 +33,9 @@ from vastfleet.scheduler import actions as act
 from vastfleet.scheduler.apply import Applied, Applier
 from vastfleet.scheduler.exclusions import FleetMemory, HostExclusions, JobHazards
 from vastfleet.scheduler.labels import parse_label
-from vastfleet.scheduler.placement import Placer, default_placer
-from vastfleet.scheduler.plan import Create, Plan, PlanParams, Snapshot, decide, default_on_outbid
+from vastfleet.scheduler.plan import Create, Plan, PlanParams, Snapshot, decide
+from vastfleet.scheduler.plan_types import Placer
+from vastfleet.scheduler.policy_adapter import PolicyPlacer
 from vastfleet.scheduler.reasons import PendingReasons, TeardownWaits
 from vastfleet.scheduler.salvage import SalvageRecord, Salvages
 from vastfleet.scheduler.supervise import Beat, PendingCheckpoint
@@ -120,7 +121,7 @@ class SchedulerLoop:
     def __init__(self, store: JobStore, market: Marketplace, redis_client: redis.Redis, ctx: act.ActionContext,
                  *, config: LoopConfig | None = None, inline: bool = False, context_key: str = "default",
                  owner: str | None = None, clock: Callable[[], float] = time.time, placer: Placer | None = None,
-                 on_outbid: Any = None, metrics: Any = None, requeue_s: float = 60.0,
+                 metrics: Any = None, requeue_s: float = 60.0,
                  exclusions: HostExclusions | None = None, job_hazards: JobHazards | None = None,
                  memory: FleetMemory | None = None) -> None:
         self.store = store
@@ -132,8 +133,8 @@ class SchedulerLoop:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.lease = Lease(redis_client, "scheduler", self.config.lease_ttl_s, clock=clock, prefix=ctx.prefix)
         self.token: int | None = None
-        self.placer = placer or default_placer()
-        self.on_outbid = on_outbid or getattr(self.placer, "on_outbid", None) or default_on_outbid
+        self.placer: Placer = placer if placer is not None else PolicyPlacer()
+        self._rebalanced_at = float("-inf")  # running attempts were last offered to a move
         self.metrics = metrics
         # hosts that failed us, left out of placement for a while (Redis: survives a restart)
         self.exclusions = exclusions or HostExclusions(redis_client, ctx.prefix, clock=clock)
@@ -168,7 +169,7 @@ class SchedulerLoop:
 
     def _recall(self) -> None:
         """Taking the lead: start from what the last leader learned, not from the priors."""
-        if self.memory is None or not hasattr(self.placer, "fleet"):
+        if self.memory is None or self.placer.memory() is None:
             return
         try:
             stats = self.memory.load()
@@ -176,12 +177,13 @@ class SchedulerLoop:
             log.warning("fleet stats unavailable (%s): starting from the priors", exc)
             return
         if stats is not None:
-            self.placer.fleet = stats
+            self.placer.recall(stats)
             log.info("fleet stats restored: %d hosts, %d GPU models", len(stats.hosts), len(stats.gpus))
 
     def _remember(self, force: bool = False) -> None:
-        if self.memory is not None and hasattr(self.placer, "fleet"):
-            self.memory.save(self.placer.fleet, force=force)
+        stats = self.placer.memory()
+        if self.memory is not None and stats is not None:
+            self.memory.save(stats, force=force)
 
     def _fenced(self) -> bool:
         return self.token is not None and self.lease.is_current(self.token)
@@ -196,7 +198,8 @@ class SchedulerLoop:
         started = time.monotonic()
         snap: Snapshot | None = None
         try:
-            snap = self.observe(market)
+            rebalance = self.clock() - self._rebalanced_at >= self.config.params.rebalance_every_s
+            snap = self.observe(market, rebalance)
             if snap is None:
                 result.error = "marketplace listing failed: observation error, nothing decided"
                 return result
@@ -204,21 +207,17 @@ class SchedulerLoop:
             now = self.clock()
             snap = self._account(market, snap, now)
             self._exclude(snap, now)
-            at = getattr(self.placer, "at", None)
-            if at is not None:
-                at(now, snap.offers)  # the outbid decision compares with moving elsewhere, at this pass's time
-            result.plan = decide(snap, now, self.config.params, self.placer, self.on_outbid,
-                                 getattr(self.placer, "lower_bid", None))
+            result.plan = decide(snap, now, self.config.params, self.placer, rebalance)
+            if rebalance:
+                self._rebalanced_at = now
             self._note_unplaced(snap, result.plan, now)
             self.waits.log(snap, result.plan)
             self.applier.ctx = act.ActionContext(**{**self.ctx.__dict__, "market": market})
             result.applied = self.applier.apply(result.plan)
             self._note_failed_hosts(snap, result.applied, now)
-            self.reasons.explain(market, snap, result.plan, now, getattr(self.placer, "waits", ()), self.excluded)
-            observe = getattr(self.placer, "observe", None)
-            if observe is not None:
-                observe(snap, [(t.job_id, t.cause) for t in result.applied.transitioned
-                               if t.to == JobState.INTERRUPTED and t.cause is not None])
+            self.reasons.explain(market, snap, result.plan, now, self.placer.waits, self.excluded)
+            self.placer.learn(snap, [(t.job_id, t.cause) for t in result.applied.transitioned
+                                     if t.to == JobState.INTERRUPTED and t.cause is not None], now)
             hazards = getattr(self.placer, "job_hazard", None)
             if self.job_hazards is not None and hazards is not None:
                 self.job_hazards.publish(hazards)
@@ -233,7 +232,9 @@ class SchedulerLoop:
             self._observe_metrics(result, snap, time.monotonic() - started)
         return result
 
-    def observe(self, market: Marketplace) -> Snapshot | None:
+    def observe(self, market: Marketplace, rebalance: bool = False) -> Snapshot | None:
+        """One observation of both sides. `rebalance`: running attempts may be moved this pass, so their
+        offers are searched too."""
         # Jobs first, then the listing, then offers: a rental made meanwhile is then either listed, or its job
         # was read PLACING (its machine is held back this pass), or the offers price it in. Never a GPU of
         # ours that looks free.
@@ -277,6 +278,9 @@ class SchedulerLoop:
                   and by_id[j.instance_id].is_bid
                   and (by_id[j.instance_id].actual_status or "") in ("stopped", "scheduling")]
         wanted = pending + paused  # a paused bid is weighed against moving: it needs offers too
+        if rebalance:  # a running attempt is weighed against a cheaper offer, or bids again after a storm
+            stopped = {j.id for j in paused}
+            wanted += [j for j in jobs.values() if j.state == JobState.RUNNING and j.id not in stopped]
         ours = sum(1 for i in instances if parse_label(i.label, self.ctx.prefix) is not None)
         offers = self._offers(market, wanted, ours) if wanted else {}
         salvages = self._salvages(jobs) if self.config.params.salvage else {}
@@ -332,15 +336,9 @@ class SchedulerLoop:
                       " of the fleet", job=job.id, epoch=job.epoch)
 
     def _exclude(self, snap: Snapshot, now: float) -> None:
-        """The live exclusions into the placer's JobViews; a placer that cannot take them gets the excluded
-        hosts' offers removed from the snapshot instead."""
+        """The live exclusions into the placer's job views."""
         self.excluded = self.exclusions.live(now)
-        exclude = getattr(self.placer, "exclude_hosts", None)
-        if exclude is not None:
-            exclude(self.excluded)
-        elif self.excluded and isinstance(snap.offers, dict):
-            for job_id, found in list(snap.offers.items()):
-                snap.offers[job_id] = [o for o in found if o.host_id not in self.excluded]
+        self.placer.exclude_hosts(self.excluded)
 
     def _note_failed_hosts(self, snap: Snapshot, applied: Applied, now: float) -> None:
         """A loss the host is to blame for (not outbid/paused: that is the market) excludes it for a while."""

@@ -1,108 +1,78 @@
-"""Placement as the reconcile loop calls it: pending jobs x offers -> one offer (and a bid) per job.
+"""`SimplePlacer`: the stand-in policy behind the `Placer` protocol, for tests of the pass and as a reference.
 
-`simple_placements` is the stand-in: the cheapest feasible offer per job, interruptible when the spec
-allows it and it is cheaper, never over GPUs the fleet holds and never above the offer's on-demand price.
-The bidding policy (`policy_adapter.PolicyPlacer`) has the same shape; `default_placer` picks it. Pure: no I/O.
+It places each pending job on the cheapest offer the policy's own feasibility filters accept, as a bid over
+`min_bid` when the spec allows interruptible capacity and that is cheaper, never over GPUs the fleet holds,
+never above the offer's on-demand price or the job's cap, within the fleet's caps; a paused attempt moves
+once the pass asks (no raise); running attempts are left alone. The bidding policy
+(`policy_adapter.PolicyPlacer`) answers the same protocol with the decision step the benchmark measures.
+Pure: no I/O.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from typing import Literal
 
-from vastfleet.scheduler.policy.fleet import FleetBudget, FleetGuard, Holdings
-from vastfleet.scheduler.policy.types import OfferTable
-from vastfleet.spec.job import Job
-from vastfleet.spec.jobspec import Interruptible
-from vastfleet.spec.market import Offer
+import numpy as np
 
-log = logging.getLogger(__name__)
+from vastfleet.scheduler.plan_types import PolicyRequest, Snapshot
+from vastfleet.scheduler.policy.filters import feasible
+from vastfleet.scheduler.policy.fleet import FleetGuard
+from vastfleet.scheduler.policy.hazard import FleetStats
+from vastfleet.scheduler.policy.step import Decision, Move, Place
+from vastfleet.scheduler.policy.types import OfferTable, Wait, job_view_from_job
+from vastfleet.scheduler.supervise import Cause
 
 BID_MARGIN = 1.25  # bid this much over min_bid: a thin margin is outbid at once
 
 
-@dataclass(frozen=True)
-class Placement:
-    job_id: str
-    offer_id: int
-    bid: float | None  # None = on demand
-    reason: str = ""
-    price: float = 0.0  # expected $ to finish (the policy), or the $/h we expect to pay (the stand-in)
-    offer_dph: float | None = None  # the offer's on-demand $/h: no later re-bid of this attempt goes above it
-    machine_id: int | None = None  # the offer's machine
+class SimplePlacer:
+    def __init__(self) -> None:
+        self.waits: list[Wait] = []
+        self.excluded: frozenset[int] = frozenset()
 
-
-Placer = Callable[..., list[Placement]]  # (pending jobs, offers per job, now, *, holdings) -> placements
-
-
-def feasible(job: Job, offer: Offer) -> bool:
-    res = job.spec.resources
-    if res.gpu and offer.gpu_name not in res.gpu:
-        return False
-    if offer.num_gpus < res.gpus:
-        return False
-    if res.min_gpu_ram_gb is not None and offer.gpu_ram_gb < res.min_gpu_ram_gb:
-        return False
-    if res.min_cuda is not None and offer.cuda_max_good < res.min_cuda:
-        return False
-    if offer.reliability < res.min_reliability:
-        return False
-    if offer.disk_space and offer.disk_space < res.disk_gb:
-        return False
-    return offer.direct_port_count >= res.direct_ports
-
-
-def price_of(job: Job, offer: Offer) -> tuple[float, float | None]:
-    """($/h, bid or None) for this job on this offer."""
-    if offer.is_bid and job.spec.interruptible != Interruptible.never:
-        bid = round(max(offer.min_bid * BID_MARGIN, offer.min_bid + 0.001), 4)
-        return bid, bid
-    return offer.dph_total, None
-
-
-def simple_placements(jobs: Sequence[Job], offers: Mapping[str, Sequence[Offer]], now: float, *,
-                      holdings: Holdings | None = None, budget: FleetBudget | None = None) -> list[Placement]:
-    rows = {o.id: o for found in offers.values() for o in found}
-    guard = FleetGuard(OfferTable.from_offers(list(rows.values())), holdings or Holdings())
-    row_of = {oid: i for i, oid in enumerate(rows)}
-    out: list[Placement] = []
-    for job in jobs:  # already in priority order
-        cap = job.spec.resources.max_price_per_hour
-        best: tuple[float, Offer, float | None] | None = None
-        for offer in offers.get(job.id, ()):
-            i = row_of[offer.id]
-            if not feasible(job, offer):
+    def decide(self, request: PolicyRequest) -> list[Decision]:
+        out: list[Decision] = [Move(job.id, "elsewhere", False, "the stand-in never raises a bid: moving")
+                               for job, _ in request.paused]
+        rows = {o.id: o for found in request.offers.values() for o in found}
+        biddable = {o.id for found in request.offers.values() for o in found if o.is_bid}
+        table = OfferTable.from_offers(list(rows.values()))
+        guard = FleetGuard(table, request.holdings)
+        budget = request.budget
+        for job in request.pending:  # already in priority order
+            view = job_view_from_job(job, request.now, excluded_hosts=self.excluded)
+            ids = {o.id for o in request.offers.get(job.id, ())}
+            mask = feasible(view, table, request.now) & np.isin(table.ids, list(ids))
+            best: tuple[float, int, float | None] | None = None
+            for row in np.flatnonzero(mask).tolist():
+                bid_ok = view.interruptible != "never" and not guard.no_bid[row] and int(table.ids[row]) in biddable
+                bid = round(max(float(table.min_bid[row]) * BID_MARGIN, float(table.min_bid[row]) + 0.001), 4)
+                choices: list[tuple[float, float | None]] = [(bid, bid)] if bid_ok and bid <= table.dph[row] else []
+                if view.interruptible != "always" and not guard.no_od[row]:
+                    choices.append((float(table.dph[row]), None))
+                for price, as_bid in choices:
+                    if price <= view.max_price_per_hour and (best is None or price < best[0]):
+                        best = (price, int(row), as_bid)
+            if best is None or not budget.fits(best[0]):
                 continue
-            if job.spec.interruptible == Interruptible.always and not offer.is_bid:
-                continue
-            price, bid = price_of(job, offer)
-            if guard.no_bid[i] if bid is not None else guard.no_od[i]:
-                continue
-            on_demand = offer.dph_base or offer.dph_total
-            if (cap is not None and price > cap) or (bid is not None and bid > on_demand):
-                continue
-            if best is None or price < best[0]:
-                best = (price, offer, bid)
-        if best is None:
-            continue
-        price, offer, bid = best
-        if budget is not None and not budget.fits(price):
-            continue
-        if budget is not None:
+            price, i, as_bid = best
             budget.spend(price)
-        guard.take(row_of[offer.id])
-        kind = f"bid ${bid:.3f}/h" if bid is not None else f"on demand ${price:.3f}/h"
-        out.append(Placement(job.id, offer.id, bid, f"cheapest feasible: offer {offer.id} {offer.gpu_name} {kind}",
-                             price, offer.dph_base or offer.dph_total, offer.machine_id))
-    return out
+            guard.take(i)
+            assert table.machine is not None
+            kind: Literal["bid", "on_demand"] = "bid" if as_bid is not None else "on_demand"
+            out.append(Place(job.id, int(table.ids[i]), int(table.machine[i]), kind, as_bid, price, 1800.0,
+                             f"cheapest feasible: offer {int(table.ids[i])} {table.gpu[i]} {kind} ${price:.3f}/h",
+                             float(table.dph[i])))
+        return out
 
+    def learn(self, snap: Snapshot, lost: Sequence[tuple[str, Cause]], now: float) -> None:
+        return None  # the stand-in learns nothing
 
-def default_placer() -> Placer:
-    """The bidding policy's placement when it is importable, else the simple one."""
-    try:
-        from vastfleet.scheduler.policy_adapter import PolicyPlacer
-    except ImportError as exc:
-        log.info("bidding policy unavailable (%s): cheapest feasible placement", exc)
-        return simple_placements
-    return PolicyPlacer()
+    def exclude_hosts(self, hosts: frozenset[int]) -> None:
+        self.excluded = frozenset(hosts)
+
+    def memory(self) -> FleetStats | None:
+        return None
+
+    def recall(self, stats: FleetStats) -> None:
+        return None

@@ -1,8 +1,9 @@
-"""`decide(snapshot, now) -> Plan`: the reconcile pass as a pure function of what was observed.
+"""`decide(snapshot, now, params, placer) -> Plan`: the reconcile pass as a pure function of what was observed.
 
 The snapshot holds both sides, re-read every pass (level-triggered): the jobs, one SUCCESSFUL marketplace
-listing, the agents' heartbeats, the offers searched for pending jobs, the creates in flight and the durable
-destroy obligations. The plan is a list of actions that one applier executes in order:
+listing, the agents' heartbeats, the offers searched, the creates in flight, the durable destroy obligations,
+the salvages, the fleet's spend and credit. The plan is a list of actions (`plan_types`) that one applier
+executes in order:
 
     Transition   a job state change through the JobStore (epoch-fenced; a refused one stops that job's chain)
     Create       rent an offer for (job, epoch): idempotent by the label `vf:<job>:<epoch>`
@@ -10,174 +11,57 @@ destroy obligations. The plan is a list of actions that one applier executes in 
     Destroy      record a durable obligation and drive it until the listing shows the instance gone
     Forget       the listing shows an obligation's instance gone: drop the obligation
     RaiseBid     change the bid of a paused instance of ours and start it again (or lower a running one's)
+    Salvage      copy a lost attempt's unsent checkpoint off its disk before the instance goes
+    StartMove    the policy moves a running attempt: a checkpoint first, then the attempt ends as MOVED
 
-A paused RUNNING attempt reads PAUSED from the first pass that sees it (the reason says what is being
-decided); the placer sees the fleet's own rentals (`Holdings`) so that no placement or re-bid of ours takes
-GPUs another of ours holds. An attempt that ends without progress (no checkpoint committed in it) counts
-against `max_fruitless`, whatever its cause: a job can never rent forever.
-
-A settled world (every attempt healthy, no pending job, no obligation) yields an empty plan, so a second
-pass makes no marketplace call but the listing. Never does I/O; never reads a clock.
+The pass: supervise every instance of ours (`supervise`), act on each attempt's verdict (`recovery`), adopt
+or re-drive creates, then ask the policy ONCE (`Placer.decide`: the same decision step the benchmark's replay
+calls) about the jobs to place, the paused attempts and the running ones, and turn its decisions into
+actions. A settled world (every attempt healthy, no pending job, no obligation) yields an empty plan, so a
+second pass makes no marketplace call but the listing. Never does I/O; never reads a clock.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
+from vastfleet.scheduler.fleetstate import fleet_budget, fleet_holdings, rental_of
 from vastfleet.scheduler.labels import parse_label
-from vastfleet.scheduler.placement import Placer, simple_placements
-from vastfleet.scheduler.policy.fleet import FleetBudget, Holdings, Rental
-from vastfleet.scheduler.salvage import SalvageRecord
-from vastfleet.scheduler.spend import Burn
-from vastfleet.scheduler.supervise import (
-    Beat,
-    Cause,
-    Health,
-    Observation,
-    PendingCheckpoint,
-    Timings,
-    Verdict,
-    supervise,
+from vastfleet.scheduler.placement import SimplePlacer
+from vastfleet.scheduler.plan_types import (
+    Action,
+    Create,
+    Destroy,
+    Forget,
+    Placer,
+    Plan,
+    PlanParams,
+    PolicyRequest,
+    RaiseBid,
+    Salvage,
+    Snapshot,
+    StartMove,
+    Transition,
 )
+from vastfleet.scheduler.policy.step import Place
+from vastfleet.scheduler.recovery import apply_decisions, attempt, progressed, requeue
+from vastfleet.scheduler.supervise import Health, Observation, PendingCheckpoint, supervise
 from vastfleet.scheduler.teardown import may_destroy
-from vastfleet.spec.job import ATTEMPT_STATES, Job, JobState
-from vastfleet.spec.market import Instance, Offer
+from vastfleet.spec.job import ATTEMPT_STATES, JobState
+from vastfleet.spec.market import Instance
 
 S = JobState
 
-
-@dataclass(frozen=True)
-class Transition:
-    job_id: str
-    to: JobState
-    reason: str
-    expected_epoch: int
-    fields: Mapping[str, Any] = field(default_factory=dict)
-    cause: Cause | None = None  # for a loss (-> INTERRUPTED): how it was lost, for host exclusion and learning
+__all__ = ["Action", "Create", "Destroy", "Forget", "Plan", "PlanParams", "PolicyRequest", "RaiseBid", "Salvage",
+           "Snapshot", "StartMove", "Transition", "decide", "fleet_budget", "rental_of"]
 
 
-@dataclass(frozen=True)
-class Create:
-    job_id: str
-    epoch: int  # the epoch the instance is for; for a new placement, the one PENDING -> PLACING creates
-    offer_id: int
-    bid: float | None
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class Destroy:
-    instance_id: int
-    job_id: str | None
-    epoch: int | None
-    reason: str
-
-
-@dataclass(frozen=True)
-class Forget:
-    instance_id: int
-    reason: str
-    job_id: str | None = None  # whose history says the instance is gone
-
-
-@dataclass(frozen=True)
-class RaiseBid:
-    """Change an interruptible instance's bid (vast's `change bid`); `start` restarts a paused one. A running
-    instance whose lowest running bid fell gets a lower bid with start=False: no restart, nothing lost.
-    `ceiling`: the applier refuses a price above it (the offer's on-demand price or the fleet's ceiling)."""
-
-    job_id: str
-    instance_id: int
-    price: float
-    reason: str
-    start: bool = True
-    ceiling: float = float("inf")
-    fields: Mapping[str, Any] = field(default_factory=dict)  # written to the job with the new bid
-
-
-@dataclass(frozen=True)
-class Salvage:
-    """Copy an interrupted attempt's pending checkpoint off its disk, verify it, commit it (salvage.py); the
-    job stays INTERRUPTED and the instance is kept until it is done or given up."""
-
-    job_id: str
-    epoch: int
-    instance_id: int
-    pending: PendingCheckpoint
-    reason: str
-
-
-Action = Transition | Create | Destroy | Forget | RaiseBid | Salvage
-
-
-@dataclass(frozen=True)
-class PlanParams:
-    timings: Timings = field(default_factory=Timings)
-    outbid_wait_s: float = 10.0  # a paused bid may come back by itself: wait (since its last beat), then decide
-    label_prefix: str = "vf"
-    max_fruitless: int = 6  # attempts in a row without progress before the job fails (every cause counts)
-    salvage: bool = False  # copy a lost attempt's pending checkpoint off its disk (needs a cloud connection)
-    salvage_timeout_s: float = 600.0  # a salvage not done by then is given up (the job goes on without it)
-    quarantine_keep_s: float = 6 * 3600.0  # an instance of a job whose record is quarantined is kept this long
-    # The fleet's caps, enforced before a rental (running work goes on): $/h of all our rentals; $ spent in a
-    # UTC day or month, with an hour of the current burn kept in hand; and a reserve of the account's credit.
-    max_usd_per_hour: float | None = None
-    max_usd_per_day: float | None = None
-    max_usd_per_month: float | None = None
-    credit_reserve_usd: float = 0.0
-
-
-@dataclass(frozen=True)
-class OutbidChoice:
-    action: str  # "wait" | "raise" | "requeue"
-    price: float | None = None
-    reason: str = ""
-
-
-def default_on_outbid(job: Job, instance: Instance, silent_for: float, params: PlanParams,
-                      holdings: Holdings | None = None) -> OutbidChoice:
-    """Wait a bounded time for the auction to come back, then move the job elsewhere."""
-    if silent_for < params.outbid_wait_s:
-        return OutbidChoice("wait", reason=f"paused {silent_for:.0f}s, waiting up to {params.outbid_wait_s:.0f}s")
-    return OutbidChoice("requeue", reason=f"paused {silent_for:.0f}s: re-queueing on a new offer")
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    jobs: Mapping[str, Job]  # non-terminal jobs, plus any job a labelled instance names (None: unknown)
-    instances: Sequence[Instance]  # one successful listing; never a failed one taken as empty
-    beats: Mapping[str, Beat] = field(default_factory=dict)
-    offers: Mapping[str, Sequence[Offer]] = field(default_factory=dict)  # per pending job id
-    creating: frozenset[tuple[str, int]] = frozenset()  # (job, epoch) creates in flight
-    obligations: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)  # instance id -> why
-    destroying: frozenset[int] = frozenset()  # destroys in flight
-    quarantined: Mapping[str, float] = field(default_factory=dict)  # job id -> when its record was set aside
-    burn: Burn | None = None  # what the fleet costs now and has cost (the spend ledger); None: not known
-    balance: float | None = None  # the account's credit, when read this pass
-    salvages: Mapping[str, SalvageRecord] = field(default_factory=dict)  # job id -> its attempt's salvage
-
-
-@dataclass
-class Plan:
-    actions: list[Action] = field(default_factory=list)
-    verdicts: dict[int | str, Verdict] = field(default_factory=dict)  # instance id (or job id) -> verdict
-    waiting: dict[int, str] = field(default_factory=dict)  # instances teardown keeps, and why
-
-    def of(self, kind: type) -> list[Any]:
-        return [a for a in self.actions if isinstance(a, kind)]
-
-    def __bool__(self) -> bool:
-        return bool(self.actions)
-
-
-def decide(snap: Snapshot, now: float, params: PlanParams = PlanParams(),
-           place: Placer = simple_placements, on_outbid: Any = default_on_outbid,
-           lower_bid: Callable[[Job, Instance], tuple[float, str] | None] | None = None) -> Plan:
-    """`lower_bid(job, instance)`: a lower bid for a healthy running bid whose lowest running bid fell, with
-    its reason, or None to keep the bid (the policy's `lower_running_bid`; None: never lower)."""
+def decide(snap: Snapshot, now: float, params: PlanParams | None = None, placer: Placer | None = None,
+           rebalance: bool = False) -> Plan:
+    """`placer`: the policy (default: the cheapest-feasible stand-in); `rebalance`: running attempts may be
+    moved this pass (the loop says so every `rebalance_every_s`)."""
+    params = params if params is not None else PlanParams()
+    placer = placer if placer is not None else SimplePlacer()
     plan = Plan()
     ours: list[tuple[Instance, str, int]] = []
     for inst in snap.instances:
@@ -188,6 +72,8 @@ def decide(snap: Snapshot, now: float, params: PlanParams = PlanParams(),
     for inst, job_id, epoch in ours:
         by_label.setdefault((job_id, epoch), []).append(inst)
     holdings = fleet_holdings(snap, ours, by_label)
+    request = PolicyRequest(now, snap.offers, holdings, fleet_budget(snap, params), rebalance=rebalance)
+    observed: dict[str, Observation] = {}
     destroy_ids: set[int] = set()
 
     def destroy(inst_id: int, job_id: str | None, epoch: int | None, reason: str) -> None:
@@ -230,22 +116,17 @@ def decide(snap: Snapshot, now: float, params: PlanParams = PlanParams(),
             continue
         assert job is not None
         handled_jobs.add(job_id)
-        _attempt(plan, job, inst, obs, verdict, params, on_outbid, holdings, now)
-        if (lower_bid is not None and verdict.health == Health.healthy and job.state == S.RUNNING
-                and inst.is_bid and job.bid is not None and epoch == job.epoch):
-            lowered = lower_bid(job, inst)
-            if lowered is not None and lowered[0] < job.bid:
-                plan.actions.append(RaiseBid(job.id, inst.id, lowered[0], lowered[1], start=False,
-                                             ceiling=job.bid))
+        observed[job_id] = obs
+        attempt(plan, job, inst, obs, verdict, params, holdings, now, request)
 
-    # 2. Attempts whose instance the listing does not show (BOOTING / RUNNING with an instance id).
+    # 2. Attempts whose instance the listing does not show (BOOTING / RUNNING / PAUSED with an instance id).
     for job in snap.jobs.values():
         if job.id in handled_jobs or job.state not in ATTEMPT_STATES:
             continue
         obs = Observation(job, None, None, snap.beats.get(job.id), now, params.timings)
         verdict = supervise(obs)
         plan.verdicts[job.id] = verdict
-        _attempt(plan, job, None, obs, verdict, params, on_outbid, holdings, now)
+        attempt(plan, job, None, obs, verdict, params, holdings, now, request)
 
     # 2b. INTERRUPTED: a salvage in progress, or left behind (a pass that died between its two transitions,
     # or the agent reported a host fault): finish the recovery.
@@ -260,8 +141,8 @@ def decide(snap: Snapshot, now: float, params: PlanParams = PlanParams(),
                     continue  # the applier keeps one in flight
                 outcome = rec.reason if rec.status != "queued" else \
                     f"salvage of checkpoint step {rec.step} given up after {params.salvage_timeout_s:.0f}s"
-            _requeue(plan, job, job.preemptions, params, progressed=_progressed(job, False), last=job.reason,
-                     outcome=outcome)
+            requeue(plan, job, job.preemptions, params, progressed=progressed(job, False), last=job.reason,
+                    outcome=outcome)
 
     # 3. PLACING: adopt an instance that carries the attempt's label, else drive the create again.
     for job in snap.jobs.values():
@@ -280,16 +161,22 @@ def decide(snap: Snapshot, now: float, params: PlanParams = PlanParams(),
             else:
                 plan.actions.append(Create(job.id, job.epoch, job.offer_id, job.bid, "create not in flight"))
 
-    # 4. Placement of pending jobs.
-    pending = sorted((j for j in snap.jobs.values() if j.state == S.PENDING),
-                     key=lambda j: (-j.spec.priority, j.submitted_at))
-    if pending and snap.offers:
-        for p in place(pending, snap.offers, now, holdings=holdings, budget=fleet_budget(snap, params)):
+    # 4. The policy, once: placements of pending jobs, raise-or-move of paused attempts, running ones.
+    request.pending = sorted((j for j in snap.jobs.values() if j.state == S.PENDING),
+                             key=lambda j: (-j.spec.priority, j.submitted_at))
+    if request.pending or request.paused or request.running:
+        decisions = placer.decide(request)
+        apply_decisions(plan, decisions, snap.jobs, {j.id: i for j, i in request.paused},
+                        {j.id: i for j, i in request.running}, observed, params, now)
+        pending = {j.id for j in request.pending}
+        for p in decisions:
+            if not isinstance(p, Place) or p.job_id not in pending:
+                continue
             job = snap.jobs[p.job_id]
-            cost = p.price if math.isfinite(p.price) else None
-            fields = {"offer_id": p.offer_id, "bid": p.bid, "instance_id": None, "offer_dph": p.offer_dph,
-                      "machine_id": p.machine_id,
-                      "expected_cost_usd": cost, "rebids": 0, "rebid_at": None, "paused_at": None}
+            cost = p.expected_cost if math.isfinite(p.expected_cost) else None
+            fields = {"offer_id": p.offer_id, "bid": p.bid, "instance_id": None, "offer_dph": p.on_demand_price,
+                      "machine_id": p.machine_id, "expected_cost_usd": cost, "rebids": 0, "rebid_at": None,
+                      "paused_at": None, "pinned_on_demand": p.pin or job.pinned_on_demand}
             plan.actions.append(Transition(job.id, S.PLACING, p.reason or "placed", job.epoch, fields))
             plan.actions.append(Create(job.id, job.epoch + 1, p.offer_id, p.bid, p.reason))
 
@@ -300,127 +187,3 @@ def decide(snap: Snapshot, now: float, params: PlanParams = PlanParams(),
         else:
             destroy(inst_id, why.get("job_id"), why.get("epoch"), str(why.get("reason", "obligation")))
     return plan
-
-
-def fleet_budget(snap: Snapshot, params: PlanParams) -> FleetBudget:
-    """What new rentals may add this pass, from the caps, the spend ledger's burn and the account's credit;
-    `why` names the cap with the least room."""
-    room: list[tuple[float, float, str]] = []  # ($/h left, $ left, why)
-    burn = snap.burn
-    if burn is not None:
-        if params.max_usd_per_hour is not None:
-            room.append((params.max_usd_per_hour - burn.per_hour, math.inf,
-                         f"the fleet's cap of ${params.max_usd_per_hour:.2f}/h binds (${burn.per_hour:.4f}/h now)"))
-        for cap, spent, period in ((params.max_usd_per_day, burn.today, "day"),
-                                   (params.max_usd_per_month, burn.month, "month")):
-            if cap is not None:
-                room.append((math.inf, cap - spent - burn.per_hour,
-                             (f"the fleet's cap of ${cap:.2f} a {period} binds (${spent:.4f} spent, an hour at"
-                             f" ${burn.per_hour:.4f}/h in hand)")))
-    if snap.balance is not None:
-        hour = burn.per_hour if burn is not None else 0.0
-        room.append((math.inf, snap.balance - params.credit_reserve_usd - hour,
-                     (f"the account's credit ${snap.balance:.2f} is near its reserve of"
-                     f" ${params.credit_reserve_usd:.2f} (an hour of the fleet in hand)")))
-    if not room:
-        return FleetBudget()
-    tightest = min(room, key=lambda r: min(r[0], r[1]))
-    return FleetBudget(min(r[0] for r in room), min(r[1] for r in room), tightest[2])
-
-
-def rental_of(inst: Instance) -> Rental | None:
-    """A listed instance of ours as the fleet guard sees it (None without a machine id)."""
-    if inst.machine_id is None:
-        return None
-    status = (inst.actual_status or "").lower()
-    return Rental(inst.id, inst.machine_id, max(inst.num_gpus, 1),
-                  (inst.bid_price or inst.dph_total) if inst.is_bid else None,
-                  status in ("running", "loading"), inst.gpu_ids)
-
-
-def fleet_holdings(snap: Snapshot, ours: Sequence[tuple[Instance, str, int]],
-                   by_label: Mapping[tuple[str, int], Sequence[Instance]]) -> Holdings:
-    """Every listed rental of ours (whatever its phase; orphans and those being destroyed too: they hold GPUs
-    until the listing shows them gone) and the
-    machines of attempts the listing does not show (a create in flight or just done: the jobs are read before
-    the listing and the offers after it, so a rental made in between is seen here or in the offers' prices)."""
-    rentals = [r for inst, _, _ in ours if (r := rental_of(inst)) is not None]
-    in_flight = frozenset(j.machine_id for j in snap.jobs.values()
-                          if j is not None and j.machine_id is not None
-                          and (j.state == S.PLACING or j.state in ATTEMPT_STATES)
-                          and not by_label.get((j.id, j.epoch)))
-    return Holdings(tuple(rentals), in_flight)
-
-
-def _attempt(plan: Plan, job: Job, inst: Instance | None, obs: Observation, verdict: Verdict,
-             params: PlanParams, on_outbid: Any, holdings: Holdings, now: float) -> None:
-    """What to do about the job's live attempt, given its verdict."""
-    if verdict.health == Health.healthy:
-        if job.state == S.BOOTING and obs.current_beat is not None:
-            plan.actions.append(Transition(job.id, S.RUNNING, "first heartbeat", job.epoch))
-        elif job.state == S.PAUSED:
-            plan.actions.append(Transition(job.id, S.RUNNING, verdict.reason, job.epoch))
-        return
-    if verdict.health != Health.interrupted:
-        return
-    why = verdict.reason
-    if verdict.cause in (Cause.outbid, Cause.paused) and inst is not None:
-        choice = on_outbid(job, inst, obs.silent_for, params, holdings)
-        if job.state == S.RUNNING:  # the state says what is known from the first pass that sees it
-            plan.actions.append(Transition(job.id, S.PAUSED, _paused_reason(verdict, obs, choice), job.epoch,
-                                           {"paused_at": now}))
-        if choice.action == "wait":
-            return
-        if choice.action == "raise" and choice.price is not None:
-            ceiling = job.offer_dph if job.offer_dph is not None else float("inf")
-            plan.actions.append(RaiseBid(job.id, inst.id, choice.price, choice.reason, ceiling=ceiling,
-                                         fields={"rebids": job.rebids + 1, "rebid_at": now}))
-            return
-        why = f"{why}; {choice.reason}" if choice.reason else why
-    preemptions = job.preemptions + 1
-    plan.actions.append(Transition(job.id, S.INTERRUPTED, f"{verdict.cause.value if verdict.cause else 'lost'}:"
-                                   f" {why}", job.epoch, {"preemptions": preemptions}, cause=verdict.cause))
-    pending = obs.current_beat.pending if obs.current_beat is not None else None
-    committed = job.latest_checkpoint.step if job.latest_checkpoint and job.latest_checkpoint.step is not None \
-        else -1
-    if params.salvage and inst is not None and verdict.cause != Cause.gone and pending is not None \
-            and pending.step > committed:  # its disk still holds work never uploaded: copy it off first
-        plan.actions.append(Salvage(job.id, job.epoch, inst.id, pending,
-                                    f"checkpoint step {pending.step} was written but never uploaded"))
-        return
-    _requeue(plan, job, preemptions, params, progressed=_progressed(job, job.state in (S.RUNNING, S.PAUSED)),
-             last=f"{verdict.cause.value if verdict.cause else 'lost'}: {why}")
-
-
-def _paused_reason(verdict: Verdict, obs: Observation, choice: Any) -> str:
-    by = "a rival bid" if verdict.cause == Cause.outbid else "the marketplace"
-    doing = {"wait": "waiting for the auction", "raise": f"re-bid at ${choice.price or 0:.4f}/h",
-             "requeue": "moving to a new offer"}.get(choice.action, choice.action)
-    return f"paused by {by} {obs.silent_for:.0f}s ago; {doing}: {choice.reason}"
-
-
-def _progressed(job: Job, ran: bool) -> bool:
-    """Did the attempt that just ended move the job forward? A checkpoint committed in it; for a job that
-    keeps none, reaching RUNNING."""
-    ckpt = job.latest_checkpoint
-    if ckpt is not None and ckpt.epoch == job.epoch:
-        return True
-    return ran and not job.spec.checkpoint.required
-
-
-def _requeue(plan: Plan, job: Job, preemptions: int, params: PlanParams, *, progressed: bool, last: str,
-             outcome: str = "") -> None:
-    fruitless = 0 if progressed else job.fruitless + 1
-    if preemptions > job.spec.max_preemptions:
-        plan.actions.append(Transition(job.id, S.FAILED, f"{preemptions} interruptions, past the cap of"
-                                       f" {job.spec.max_preemptions}", job.epoch))
-    elif fruitless > params.max_fruitless:
-        plan.actions.append(Transition(job.id, S.FAILED, f"{fruitless} attempts in a row ended without progress"
-                                       f" (no checkpoint committed), past the cap of {params.max_fruitless};"
-                                       f" last: {last}", job.epoch, {"fruitless": fruitless}))
-    else:
-        ckpt = job.latest_checkpoint
-        where = f"checkpoint step {ckpt.step} (epoch {ckpt.epoch})" if ckpt is not None else "the start"
-        told = f"; {outcome}" if outcome else ""
-        plan.actions.append(Transition(job.id, S.PENDING, f"re-queued from {where}{told}", job.epoch,
-                                       {"fruitless": fruitless}))

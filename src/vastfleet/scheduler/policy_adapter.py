@@ -1,5 +1,8 @@
-"""The bridge between the reconcile loop and the bidding policy (`scheduler.policy`): same call shapes as the
-loop's stand-ins (`placement.simple_placements`, `plan.default_on_outbid`), the policy's decisions inside.
+"""The live loop's translator for the policy's one decision step (`policy.step.decide_step`), behind the
+`Placer` protocol (`plan_types`): a pass's pending jobs, paused and running attempts become the step's
+input (job views, held attempts with their machine as an offer, the offers searched, the fleet's holdings,
+caps and frozen estimates); its decisions go back to `plan` as they come. The benchmark's replay calls the
+same step through its own translator (`sim.replay.ours`), so what the benchmark measures is what rents.
 
 `PolicyPlacer` keeps the fleet's observations (`FleetStats`: hosts seen, losses, outbids, and the hours our
 own rentals ran on each host, which is all it can watch) in memory across passes; the loop keeps a copy in
@@ -18,35 +21,27 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from vastfleet.errors import BadInput
-from vastfleet.scheduler.placement import Placement
-from vastfleet.scheduler.plan import OutbidChoice, PlanParams, Snapshot, rental_of
+from vastfleet.scheduler.plan_types import PolicyRequest, Snapshot
 from vastfleet.scheduler.policy import (
-    FleetBudget,
     FleetStats,
     FutureOffers,
-    Holdings,
     JobView,
     OfferTable,
     PolicyParams,
     Wait,
     checkpoint_interval,
-    decide_placements,
     held_until,
     job_view_from_job,
-    lower_running_bid,
-    on_outbid,
     rental_hazards,
 )
 from vastfleet.scheduler.policy.cadence import DEFAULT_CHECKPOINT_COST_S
+from vastfleet.scheduler.policy.step import Decision, Held, StepInput, decide_step
 from vastfleet.scheduler.supervise import Cause
 from vastfleet.spec.gpus import gpu_model
 from vastfleet.spec.job import Job, JobState
 from vastfleet.spec.market import Instance, Offer
-from vastfleet.spec.money import format_price
 
 log = logging.getLogger(__name__)
-
-REBID_MIN_DROP = 0.05  # lower a running bid only when it saves at least this share
 
 
 def merge_offers(offers: Mapping[str, Sequence[Offer]]) -> list[Offer]:
@@ -91,116 +86,87 @@ class PolicyPlacer:
         # instance id -> (host, GPU model, reliability), replaced whole each pass: read by the API's threads
         self._where: dict[int, tuple[int, str, float]] = {}
         self._hazard: dict[int, tuple[float, float]] = {}  # instance id -> (as a bid, on demand), per pass
-        self._held: list[tuple[Offer, float, str]] = []  # what our running jobs hold: (offer, free at, why)
+        self._held_by: list[tuple[Offer, float, str]] = []  # what our running jobs hold: (offer, free at, why)
         self.waits: list[Wait] = []  # the last placement's jobs that chose to wait, with the reason
 
     def exclude_hosts(self, hosts: frozenset[int]) -> None:
         """Called by the loop before each decision: the hosts excluded now."""
         self.excluded_hosts = frozenset(hosts)
 
+    def memory(self) -> FleetStats:
+        return self.fleet
+
+    def recall(self, stats: FleetStats) -> None:
+        self.fleet = stats
+
     def _tick(self, now: float) -> None:
         if self._last_now is not None and now > self._last_now:
             self.fleet.advance((now - self._last_now) / 3600.0)
         self._last_now = now
 
-    def at(self, now: float, offers: Mapping[str, Sequence[Offer]]) -> None:
-        """Called by the loop before each decision: the pass's time and every offer it searched."""
-        self._tick(now)
-        self.offers = offers
+    # --- the decision: the live loop's translator for the one decision step ------------------------------
 
-    # --- the loop's placement shape ---------------------------------------------------------------------
-
-    def __call__(self, jobs: Sequence[Job], offers: Mapping[str, Sequence[Offer]], now: float,
-                 holdings: Holdings | None = None, budget: FleetBudget | None = None) -> list[Placement]:
+    def decide(self, request: PolicyRequest) -> list[Decision]:
+        """The pass's jobs and attempts as the step's input; its decisions as they come."""
+        now = request.now
         self._tick(now)
-        self.offers = offers
-        rows = merge_offers(offers)
-        if not rows or not jobs:
-            return []
-        for offer in rows:
-            self.fleet.see(offer.host_id, offer.gpu_name, offer.reliability or None)
-        views = [job_view_from_job(j, now, excluded_hosts=self.excluded_hosts) for j in jobs]
-        out = []
-        waits: list[Wait] = []
-        for p in decide_placements(views, rows, self.fleet, now, self.params, future=self._future(views),
-                                   waits=waits, holdings=holdings, budget=budget):
-            bid = p.bid if p.kind == "bid" else None
-            od = p.terms.get("on_demand_per_hour")
-            out.append(Placement(p.job_id, p.offer_id, bid, p.reason, p.expected_cost,
-                                 float(od) if isinstance(od, float) else None, p.machine_id))
-        for w in waits:  # every pass while it waits: the loop puts the reason on the job, once
+        self.offers = request.offers
+        rows = merge_offers(request.offers)
+        views = [job_view_from_job(j, now, excluded_hosts=self.excluded_hosts) for j in request.pending]
+        held = [h for job, inst in request.paused if (h := self._held(job, inst, now, True)) is not None]
+        held += [h for job, inst in request.running if (h := self._held(job, inst, now, False)) is not None]
+        disk = max([v.disk_gb for v in views] + [h.job.disk_gb for h in held] + [20.0])
+        inp = StepInput(waiting=views, held=held, offers=OfferTable.from_offers(rows, disk), fleet=self.fleet,
+                        now=now, params=self.params, future=self._future(views) if views else None,
+                        holdings=request.holdings, budget=request.budget, rebalance=request.rebalance,
+                        pinned=frozenset(j.id for j in request.pending if j.pinned_on_demand))
+        step = decide_step(inp)
+        self.waits = step.of(Wait)
+        for w in self.waits:  # every pass while it waits: the loop puts the reason on the job, once
             log.debug("job %s waits: %s", w.job_id, w.reason)
-        self.waits = waits
-        return out
+        return step.decisions
 
-    def _future(self, views: Sequence[JobView]) -> FutureOffers | None:
-        if not self._held:
-            return None
-        table = OfferTable.from_offers([o for o, _, _ in self._held], max(v.disk_gb for v in views))
-        return FutureOffers(table, np.array([at for _, at, _ in self._held]), [why for _, _, why in self._held])
-
-    # --- the loop's outbid shape ------------------------------------------------------------------------
-
-    def on_outbid(self, job: Job, inst: Instance, silent_for: float, params: PlanParams,
-                  holdings: Holdings | None = None) -> OutbidChoice:
-        """Wait a bounded time for the auction; then the policy: raise the bid in place, or move. A raise never
-        outbids another rental of ours, never exceeds the offer's on-demand price, the job's cap or the
-        fleet's ceiling, is made at most `max_rebids` times per attempt, and each waits twice as long."""
-        self._count_outbid(job, inst)
-        if silent_for < params.outbid_wait_s:
-            return OutbidChoice("wait", reason=f"paused {silent_for:.0f}s, waiting up to {params.outbid_wait_s:.0f}s")
-        now = self._last_now or 0.0
-        mine = rental_of(inst)
-        if holdings is not None and mine is not None and holdings.holds_our_gpu(mine, inst.min_bid):
-            return OutbidChoice("requeue", reason="another job of ours holds its GPU: moving, not outbidding it")
-        if job.rebids >= self.params.max_rebids:
-            return OutbidChoice("requeue", reason=f"bid raised {job.rebids} times already: moving")
-        backoff = params.outbid_wait_s * 2.0 ** job.rebids
-        if job.rebid_at is not None and now - job.rebid_at < backoff:
-            return OutbidChoice("wait", reason=f"bid raised {now - job.rebid_at:.0f}s ago; next decision after"
-                                f" {backoff:.0f}s")
-        paused = paused_offer(inst, job)
-        if paused is None:
-            return OutbidChoice("requeue", reason="paused; the policy cannot price this GPU: moving")
-        decision = on_outbid(job_view_from_job(job, now, excluded_hosts=self.excluded_hosts), paused,
-                             merge_offers(self.offers), self.fleet, now, self.params)
-        if decision.action == "raise" and decision.bid is not None:
-            if job.bid is not None and decision.bid <= job.bid + 1e-9:
-                return OutbidChoice("wait", reason="bid already raised; waiting within the scheduling bound")
-            return OutbidChoice("raise", decision.bid, decision.reason)
-        return OutbidChoice("requeue", reason=decision.reason)
-
-    def _count_outbid(self, job: Job, inst: Instance) -> None:
-        """Once per pause of our bid: the lowest running bid rose past it, by at least min_bid / bid - 1."""
-        if inst.id in self._paused or job.bid is None or inst.host_id is None or not inst.gpu_name:
-            return
-        self._paused.add(inst.id)
-        jump = (inst.min_bid or 0.0) / job.bid - 1.0 if job.bid > 0 else 0.0
-        self.fleet.observe_outbid(inst.host_id, inst.gpu_name, max(jump, 1e-9))
-
-    def lower_bid(self, job: Job, inst: Instance) -> tuple[float, str] | None:
-        """A running bid whose lowest running bid (`inst.min_bid`) fell: the bid that is best now for the
-        work left, when it is at least `REBID_MIN_DROP` lower (each change is a marketplace call)."""
-        if job.bid is None or inst.min_bid is None or inst.min_bid <= 0 or inst.min_bid >= job.bid:
-            return None
+    def _held(self, job: Job, inst: Instance, now: float, paused: bool) -> Held | None:
         here = paused_offer(inst, job)
         if here is None:
             return None
-        now = self._last_now or 0.0
         view = job_view_from_job(job, now, excluded_hosts=self.excluded_hosts)
-        bid = lower_running_bid(view, OfferTable.from_offers([here], view.disk_gb), job.bid, self.fleet,
-                                self.params)
-        if bid is None or bid > job.bid * (1.0 - REBID_MIN_DROP):
-            return None
-        return bid, (f"lowest running bid fell to {format_price(inst.min_bid)}: bid {format_price(job.bid)} ->"
-                     f" {format_price(bid)}, no restart")
+        tau = self.checkpoint_interval(job)
+        return Held(view, OfferTable.from_offers([here], view.disk_gb), "bid" if job.bid is not None else
+                    "on_demand", job.bid, paused, tau, job.pinned_on_demand)
 
-    def observe(self, snap: Snapshot, interrupted: Sequence[tuple[str, Cause]]) -> None:
-        """Feed what the pass saw: our hosts (exposure) and the losses it declared (job id, cause)."""
+    def _future(self, views: Sequence[JobView]) -> FutureOffers | None:
+        if not self._held_by:
+            return None
+        table = OfferTable.from_offers([o for o, _, _ in self._held_by], max(v.disk_gb for v in views))
+        return FutureOffers(table, np.array([at for _, at, _ in self._held_by]),
+                            [why for _, _, why in self._held_by])
+
+    def _count_outbids(self, snap: Snapshot) -> None:
+        """Once per pause of our bid: the lowest running bid rose past it, by at least min_bid / bid - 1."""
+        for job in snap.jobs.values():
+            if job is None or job.bid is None or job.instance_id is None:
+                continue
+            inst = next((i for i in snap.instances if i.id == job.instance_id), None)
+            if inst is None or inst.id in self._paused or inst.host_id is None or not inst.gpu_name \
+                    or (inst.actual_status or "") not in ("stopped", "scheduling"):
+                continue
+            self._paused.add(inst.id)
+            jump = (inst.min_bid or 0.0) / job.bid - 1.0 if job.bid > 0 else 0.0
+            self.fleet.observe_outbid(inst.host_id, inst.gpu_name, max(jump, 1e-9))
+
+    # --- learning, after the pass ---------------------------------------------------------------------------
+
+    def learn(self, snap: Snapshot, lost: Sequence[tuple[str, Cause]], now: float) -> None:
+        """What the pass saw: the offers listed (hosts seen), our hosts (exposure), our bids paused (outbids)
+        and the losses it declared (job id, cause)."""
+        self._tick(now)
+        for offer in merge_offers(snap.offers):
+            self.fleet.see(offer.host_id, offer.gpu_name, offer.reliability or None)
+        self._count_outbids(snap)
         by_id: dict[int, Instance] = {}
         where: dict[int, tuple[int, str, float]] = {}
-        now = self._last_now
-        hours = 0.0 if now is None or self._observed_at is None else max(now - self._observed_at, 0.0) / 3600.0
+        hours = 0.0 if self._observed_at is None else max(now - self._observed_at, 0.0) / 3600.0
         self._observed_at = now
         for inst in snap.instances:
             if inst.host_id is not None and inst.gpu_name:
@@ -211,15 +177,15 @@ class PolicyPlacer:
             by_id[inst.id] = inst
         self._paused &= {i.id for i in snap.instances if i.actual_status != "running"}
         self._where = where
-        for job_id, cause in interrupted:
+        for job_id, cause in lost:
             job = snap.jobs.get(job_id)
-            lost = by_id.get(job.instance_id) if job is not None and job.instance_id is not None else None
-            if lost is not None and lost.host_id is not None and lost.gpu_name and cause.lost_on_host:
-                self.fleet.observe_loss(lost.host_id, lost.gpu_name, offline=cause == Cause.host_offline)
+            gone = by_id.get(job.instance_id) if job is not None and job.instance_id is not None else None
+            if gone is not None and gone.host_id is not None and gone.gpu_name and cause.lost_on_host:
+                self.fleet.observe_loss(gone.host_id, gone.gpu_name, offline=cause == Cause.host_offline)
         self._refresh_hazards()
         self.job_hazard = {job.id: _as_rented(job, self._hazard[job.instance_id]) for job in snap.jobs.values()
                            if job is not None and job.instance_id is not None and job.instance_id in self._hazard}
-        self._held = self._held_by_us(snap, by_id)
+        self._held_by = self._held_by_us(snap, by_id)
 
     def _held_by_us(self, snap: Snapshot, by_id: Mapping[int, Instance]) -> list[tuple[Offer, float, str]]:
         """Machines our running jobs hold, and when each is expected free: only jobs whose heartbeats say

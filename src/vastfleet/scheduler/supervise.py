@@ -47,6 +47,7 @@ class Cause(str, Enum):
     heartbeat_lost = "heartbeat_lost"  # the marketplace says running but the agent is silent
     boot_timeout = "boot_timeout"  # no first heartbeat within the boot bound
     gone = "gone"  # the listing no longer shows the attempt's instance and the agent is silent
+    moved = "moved"  # the policy moved the attempt (cheaper offer, on demand for a deadline, back to bids)
 
     @property
     def blames_host(self) -> bool:

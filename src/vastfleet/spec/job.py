@@ -72,6 +72,10 @@ class Job(BaseModel):
     rebids: int = 0  # bid raises of this attempt (each waits longer than the last; capped)
     rebid_at: float | None = None  # when the bid was last raised
     fruitless: int = 0  # attempts in a row that ended without new progress (no checkpoint committed)
+    interrupted_at: list[float] = Field(default_factory=list)  # when its last attempts were lost (the last 20)
+    pinned_on_demand: bool = False  # the policy moved it to on demand for its deadline: there to the end
+    moving_since: float | None = None  # the policy moves this attempt: a checkpoint was asked for at this time
+    moving: str = ""  # why it moves (a cheaper offer, on demand for the deadline, back to bids)
     preemptions: int = 0
     errors: int = 0  # failed runs, against retries_on_error
     progress: dict[str, Any] = Field(default_factory=dict)  # last heartbeat's progress

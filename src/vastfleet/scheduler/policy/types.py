@@ -234,14 +234,19 @@ def job_view_from_job(job: Job, now: float, *, remaining_work_hours: float | Non
             remaining_work_hours = 1.0  # unknown: rank offers per hour of work
     ckpt_age = now - job.latest_checkpoint.committed_at if job.latest_checkpoint else now - job.submitted_at
     spent = job.cost_usd
+    if job.pinned_on_demand:
+        interruptible: Literal["auto", "always", "never"] = "never"
+    else:
+        interruptible = spec.interruptible.value
     return JobView(
         job_id=job.id, gpu_names=tuple(res.gpu), num_gpus=res.gpus, min_gpu_ram_gb=res.min_gpu_ram_gb or 0.0,
         min_cuda=res.min_cuda or 0.0, disk_gb=res.disk_gb, min_reliability=res.min_reliability,
         max_price_per_hour=res.max_price_per_hour or float("inf"), direct_ports=res.direct_ports,
         min_inet_down_mbps=res.min_inet_down_mbps or 0.0, regions=tuple(res.regions or ()),
-        verified=res.verified, interruptible=spec.interruptible.value,
+        verified=res.verified, interruptible=interruptible,
         remaining_work_hours=max(remaining_work_hours, 1e-6), deadline_at=job.deadline_at,
-        interruption_times=interruption_times or (), last_checkpoint_age_s=max(ckpt_age, 0.0),
+        interruption_times=interruption_times or tuple(job.interrupted_at),
+        last_checkpoint_age_s=max(ckpt_age, 0.0),
         checkpoint_cost_s=checkpoint_cost_s, checkpoints=spec.checkpoint.required,
         checkpoint_interval_s=None if spec.checkpoint.interval == "auto" else float(spec.checkpoint.interval),
         budget_left=(spec.budget_usd - spent) if spec.budget_usd else float("inf"), priority=spec.priority,
