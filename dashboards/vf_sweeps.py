@@ -18,6 +18,11 @@ def per_sweep(metric: str, extra: str = "") -> str:
     return f"max by (sweep) ({metric}{{{labels}}})"
 
 
+COST_PER_TRIAL = (
+    f"sum by (outcome) (max by (sweep, outcome) (vastfleet_sweep_trial_cost_dollars_sum{{{SWEEP}}}))"
+    f" / sum by (outcome) (max by (sweep, outcome) (vastfleet_sweep_trial_cost_dollars_count{{{SWEEP}}}))"
+)
+
 SWEEPS = Dashboard(
     "vastfleet-sweeps",
     "vastfleet / Sweeps",
@@ -60,11 +65,8 @@ SWEEPS = Dashboard(
                 (per_sweep("vastfleet_sweep_spent_dollars"), "spent $ {{sweep}}"),
             ], description="How the best value improved as money was spent (spent on the right axis).",
                 right_axis=["spent $ {{sweep}}"], w=16),
-            Panel("Cost per trial by outcome", [(
-                f"sum by (outcome) (max by (sweep, outcome) (vastfleet_sweep_trial_cost_dollars_sum{{{SWEEP}}}))"
-                f" / sum by (outcome) (max by (sweep, outcome) (vastfleet_sweep_trial_cost_dollars_count{{{SWEEP}}}))",
-                "{{outcome}}")], "bargauge", "currencyUSD", "Average cost of the finished trials: complete,"
-                " pruned, failed.", w=8),
+            Panel("Cost per trial by outcome", [(COST_PER_TRIAL, "{{outcome}}")], "bargauge", "currencyUSD",
+                  "Average cost of the finished trials: complete, pruned, failed.", w=8),
         ],
     ],
     gpu_variable=False,

@@ -33,8 +33,8 @@ VASTFLEET = [sys.executable, "-m", "vastfleet.cli"]
 TOKEN = "obs-e2e-token"
 RUN = "python3 count_steps.py --steps 30 --every 5 --sleep 0.1"
 SWEEP_YAML = COUNT_YAML.parent / "sweep.yaml"
-SWEEP_SETS = ["max_trials=3", "max_parallel=2", "early_stop.type=none", "job.run=python3 sweep_trial.py --steps 20"
-              " --every 5 --sleep 0.1", "budget_usd=1"]
+SWEEP_SETS = ["max_trials=3", "max_parallel=2", "early_stop.type=none", "budget_usd=1",
+              "job.run=python3 sweep_trial.py --steps 20 --every 5 --sleep 0.1"]
 
 
 @dataclass
