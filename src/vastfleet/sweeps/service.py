@@ -53,8 +53,8 @@ def cancel(jobs: JobStore, sweeps: SweepStore, sweep_id: str) -> Sweep:
     """End the sweep now and cancel every trial's job (teardown destroys their instances once their last
     checkpoints are off-box; the checkpoints stay). The driver tells Optuna at its next pass, and cancels a
     trial it was starting at this very moment."""
-    state = sweeps.end(sweep_id, SweepState.CANCELLED, "cancelled by user")
-    if state != SweepState.CANCELLED:
+    if not sweeps.end(sweep_id, SweepState.CANCELLED, "cancelled by user"):
+        state = sweeps.get(sweep_id).state
         raise Conflict(f"sweep {sweep_id} is already {state.value}; there is nothing to cancel")
     for trial in sweeps.trials(sweep_id):
         if trial.job_id is None or trial.state.over:

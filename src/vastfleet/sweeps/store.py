@@ -31,15 +31,15 @@ from vastfleet.sweeps.spec import SweepSpec
 
 EVENTS_CAP = 10_000
 
-# state: RUNNING -> an end state, once. Returns the state now.
+# state: RUNNING -> an end state, once. Returns {changed, the state now}.
 END_LUA = """
 local cur = redis.call('HGET', KEYS[1], 'state')
 if not cur then return false end
-if cur ~= 'RUNNING' then return cur end
+if cur ~= 'RUNNING' then return {0, cur} end
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'reason', ARGV[2], 'ended_at', ARGV[3], 'updated_at', ARGV[3])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'at', ARGV[3], 'kind', 'ended', 'message', ARGV[2],
            'data', ARGV[5])
-return ARGV[1]
+return {1, ARGV[1]}
 """
 
 # One accrual step, atomic: the instance's position, the sweep's spend and the trial's cost move together.
@@ -137,14 +137,14 @@ class SweepStore:
         """The driver has nothing left to do for this sweep."""
         self.redis.srem(self.open_set, sweep_id)
 
-    def end(self, sweep_id: str, state: SweepState, reason: str, data: dict[str, Any] | None = None) -> SweepState:
-        """RUNNING -> `state` once; returns the state the sweep is in now (another end may have come first)."""
+    def end(self, sweep_id: str, state: SweepState, reason: str, data: dict[str, Any] | None = None) -> bool:
+        """RUNNING -> `state` once; False when the sweep had already ended (another end came first)."""
         now = self.clock()
         got = self._end(keys=[self.key(sweep_id), self.key(sweep_id, "events")],
                         args=[state.value, reason, repr(now), str(EVENTS_CAP), json.dumps(data or {})])
         if got is None:
             raise NotFound(f"no sweep {sweep_id}", sweep_id=sweep_id)
-        return SweepState(_text(got))
+        return bool(int(got[0]))
 
     def set_decision(self, sweep_id: str, decision: Decision) -> None:
         pipe = self.redis.pipeline(transaction=False)
