@@ -67,7 +67,7 @@ class SweepLoop:
     def __init__(self, jobs: JobStore, market: Marketplace, client: redis.Redis, *, prefix: str = "vf",
                  interval_s: float = 5.0, lease_ttl_s: float = 30.0, offers_ttl_s: float = 15.0,
                  params: DriverParams | None = None, clock: Callable[[], float] = time.time,
-                 owner: str | None = None) -> None:
+                 owner: str | None = None, policy: PolicyParams | None = None) -> None:
         self.jobs = jobs
         self.market = market
         self.redis = client
@@ -81,6 +81,7 @@ class SweepLoop:
         self.sweeps = SweepStore(client, prefix, clock)
         self.driver = SweepDriver(jobs, self.sweeps, self._fenced, params)
         self.memory = FleetMemory(client, prefix)
+        self.policy = policy or PolicyParams()  # the cost model's parameters, as the scheduler's placer has them
         self._fleet: tuple[float, FleetStats] | None = None
         self._offers: dict[str, tuple[float, list[Offer]]] = {}
         self._previous: float | None = None
@@ -138,7 +139,7 @@ class SweepLoop:
 
         def market(sweep: Sweep, work_h: float) -> MarketView | None:
             try:
-                return market_for(sweep, self._search(sweep, now), fleet, now, work_h)
+                return market_for(sweep, self._search(sweep, now), fleet, now, work_h, self.policy)
             except (VastfleetError, OSError) as exc:
                 log.warning("sweep %s: offer search failed (%s)", sweep.id, exc)
                 return None
