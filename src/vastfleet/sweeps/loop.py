@@ -79,7 +79,8 @@ class SweepLoop:
         self.lease = Lease(client, "sweeps", lease_ttl_s, clock=clock, prefix=prefix)
         self.token: int | None = None
         self.sweeps = SweepStore(client, prefix, clock)
-        self.driver = SweepDriver(jobs, self.sweeps, self._fenced, params)
+        # a stop bills on for about a driver pass, a scheduler pass and the destroy: the budget keeps that back
+        self.driver = SweepDriver(jobs, self.sweeps, self._fenced, params or DriverParams(reserve_s=3 * interval_s + 2.0))
         self.memory = FleetMemory(client, prefix)
         self.policy = policy or PolicyParams()  # the cost model's parameters, as the scheduler's placer has them
         self._fleet: tuple[float, FleetStats] | None = None

@@ -230,6 +230,7 @@ def decide(state: SweepNow, market: MarketView, now: float, params: AutoscalePar
 
     # a real overrun: stop the worst running trials until the projection fits
     stops: list[int] = []
+    held_by_stops = 0
     budget = state.budget_usd
     if budget is not None:
         if state.spent_usd + reserve >= budget:
@@ -240,6 +241,7 @@ def decide(state: SweepNow, market: MarketView, now: float, params: AutoscalePar
                     break
                 stops.append(r.number)
                 committed -= rem[r.number]
+        held_by_stops = sum(r.placed for r in running if r.number in stops)  # they bill until torn down
         running = [r for r in running if r.number not in stops]
         running_usd = sum(rem[r.number] for r in running)
         committed = state.spent_usd + reserve + running_usd
@@ -248,8 +250,12 @@ def decide(state: SweepNow, market: MarketView, now: float, params: AutoscalePar
 
     costs = market.cost_usd
     affordable = len(costs)
+    gated = costs
     if budget is not None:
-        affordable = int(np.searchsorted(np.cumsum(costs), max(budget - committed, 0.0) + 1e-12, side="right"))
+        # a new trial also adds its instance's reserve: what it would bill while a stop takes effect
+        rate = np.where(market.hours > 0, costs / np.maximum(market.hours, 1e-9), 0.0)
+        gated = costs + rate * state.reserve_s / 3600.0
+        affordable = int(np.searchsorted(np.cumsum(gated), max(budget - committed, 0.0) + 1e-12, side="right"))
     cheap = costs[0] * (1.0 + p.value_premium) if len(costs) else 0.0
     good = int((costs <= cheap).sum()) if len(costs) else 0
     limits: dict[str, int] = {
@@ -283,8 +289,10 @@ def decide(state: SweepNow, market: MarketView, now: float, params: AutoscalePar
     expected = float(new.mean()) if len(new) else (float(costs[0]) if len(costs) else 0.0)
     new_h = market.hours[: max(target - n_run, 0)]
     hours = float(new_h.mean()) if len(new_h) else (float(market.hours[0]) if len(market.hours) else 0.0)
-    projected = committed + float(costs[:admit].sum())
-    exhausted = budget is not None and n_run == 0 and state.trials_left > 0 and affordable == 0 and len(costs) > 0
+    projected = committed + float(gated[:admit].sum())
+    # only once nothing bills any more: instances still being torn down hold a reserve that is about to free
+    exhausted = (budget is not None and n_run == 0 and state.held_elsewhere + held_by_stops == 0
+                 and state.trials_left > 0 and affordable == 0 and len(costs) > 0)
     reason = _reason(binding, target, limits, need, stops, exhausted, budget, committed, costs)
     return Scale(target=max(target, 0), binding=binding, admit=admit, stop=tuple(stops), expected_trial_usd=expected,
                  expected_trial_hours=hours, running_usd=running_usd, projected_usd=projected, work_share=share,
