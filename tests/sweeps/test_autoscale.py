@@ -24,8 +24,8 @@ from vastfleet.scheduler.policy.autoscale import (
     remaining_share,
     survival,
 )
-from vastfleet.scheduler.policy.deadline import job_costs
 from vastfleet.scheduler.policy.cost import option_terms
+from vastfleet.scheduler.policy.deadline import job_costs
 
 ASHA = EarlyStopModel("asha", min_step=100, max_step=2700, reduction_factor=3)
 
