@@ -23,6 +23,7 @@ from vastfleet.scheduler.policy.autoscale import (
     prior_survival,
     remaining_share,
     survival,
+    survivor_deadline,
 )
 from vastfleet.scheduler.policy.cost import option_terms
 from vastfleet.scheduler.policy.deadline import job_costs
@@ -69,9 +70,14 @@ def test_the_deadline_raises_the_target_onto_dearer_slots() -> None:
 def test_budget_admits_only_what_the_projection_affords() -> None:
     # spent 10 + running (2 trials x 2 work-h x 0.5 $/h) = 12; each new trial costs 1: 3 more fit in 15
     running = tuple(RunningTrial(i, placed=True) for i in range(2))
-    s = decide(now_state(max_parallel=10, budget_usd=15.0, spent_usd=10.0, running=running), market(20), now=0.0)
+    s = decide(now_state(max_parallel=10, budget_usd=15.0, spent_usd=10.0, running=running, reserve_s=0.0),
+               market(20), now=0.0)
     assert (s.binding, s.target, s.admit) == ("budget", 5, 3)
     assert s.projected_usd <= 15.0 + 1e-9 and math.isclose(s.running_usd, 2.0)
+    # each new instance also holds back what it bills while a stop takes effect: the third no longer fits
+    held = decide(now_state(max_parallel=10, budget_usd=15.0, spent_usd=10.0, running=running, reserve_s=60.0),
+                  market(20), now=0.0)
+    assert held.admit == 2
 
 
 def test_an_overrun_stops_the_worst_trial_at_its_rung_then_the_least_advanced() -> None:
@@ -144,3 +150,14 @@ def test_never_admits_past_the_budget(budget: float, spent: float, n_run: int, l
     if s.admit:
         assert s.projected_usd <= budget + 1e-9
     assert s.binding in ("budget", "parallel", "market", "runnable", "deadline")
+
+
+def test_a_survivor_of_the_last_rung_is_paced_by_a_deadline() -> None:
+    state = now_state(early_stop=ASHA)
+    m = MarketView(np.array([1.0]), np.array([2.0]), per_work_h=0.5, wall_per_work=1.5)
+    early = RunningTrial(0, step=800, started_at=1000.0)
+    survivor = RunningTrial(1, step=901, started_at=1000.0)
+    assert survivor_deadline(early, state, m, 300.0) is None  # rung 900 may still stop it
+    due = survivor_deadline(survivor, state, m, 300.0)
+    assert due == 1000.0 + (300.0 + 2.0 * 3600 * 1.5) * 1.3  # its start + 1.3 x the pace the cost model expects
+    assert survivor_deadline(survivor, now_state(), m, 300.0) is None  # no early stopping: no survivors

@@ -183,3 +183,20 @@ def test_cancel_closes_every_trial_and_the_sweep_leaves_the_driver(stores: tuple
     assert sweep.id not in sweeps.open_ids()
     with pytest.raises(Conflict, match="already CANCELLED"):
         service.cancel(jobs, sweeps, sweep.id)
+
+
+def test_a_survivor_gets_the_pace_deadline_on_its_job(stores: tuple[JobStore, SweepStore]) -> None:
+    jobs, sweeps = stores
+    sweep = service.submit(sweeps, spec(max_trials=1, max_parallel=1, early_stop={
+        "type": "asha", "min_step": 10, "max_step": 90, "reduction_factor": 3}))
+    driver = SweepDriver(jobs, sweeps)
+    driver.drive(sweep.id, seen())
+    (trial,) = sweeps.trials(sweep.id)
+    run(jobs, trial.job_id or "", step=20, val_loss=0.5)
+    driver.drive(sweep.id, seen())
+    assert jobs.get(trial.job_id or "").deadline_at is None  # rung 30 may still stop it
+    run(jobs, trial.job_id or "", step=31, val_loss=0.4)
+    driver.drive(sweep.id, seen())
+    due = jobs.get(trial.job_id or "").deadline_at
+    assert due is not None and due > (trial.started_at or 0.0)
+    assert any(e.kind == "paced" for e in sweeps.events(sweep.id))

@@ -20,7 +20,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState as OptunaState
 
-from vastfleet.errors import IllegalTransition, NotFound
+from vastfleet.errors import IllegalTransition, NotFound, StaleEpoch
 from vastfleet.queue import JobQuarantined, JobStore
 from vastfleet.scheduler.policy.autoscale import (
     AutoscaleParams,
@@ -33,10 +33,12 @@ from vastfleet.scheduler.policy.autoscale import (
     decide,
     remaining_share,
     survival,
+    survivor_deadline,
 )
 from vastfleet.spec.job import Job, JobState
 from vastfleet.sweeps import study as st
 from vastfleet.sweeps.models import Decision, Sweep, SweepState, Trial, TrialState
+from vastfleet.sweeps.spend import accrue
 from vastfleet.sweeps.store import SweepStore
 from vastfleet.sweeps.trials import find_job, metric_of, rank, step_of, trial_state
 
@@ -53,6 +55,7 @@ class Observed:
     instances: dict[str, list[Any]] = field(default_factory=dict)  # job id -> its instances in the listing
     market: Callable[[Sweep, float], MarketView | None] = lambda sweep, work_h: None
     speed: Callable[[Sweep, Any], float] = lambda sweep, inst: 1.0
+    restart_overhead_s: float = 300.0  # the cost model's boot time (the scheduler's PolicyParams)
 
 
 @dataclass
@@ -93,7 +96,7 @@ class SweepDriver:
         self._recover(sweep, study)
         trials = {t.number: t for t in self.sweeps.trials(sweep.id)}
         jobs = self._jobs(trials)
-        self._accrue(sweep, trials, jobs, seen)
+        accrue(self.sweeps, sweep, trials, seen)
         frozen = {t.number: t for t in study.get_trials(deepcopy=False)}
         for number, trial in sorted(trials.items()):
             if not trial.state.over and self.fenced():
@@ -247,32 +250,6 @@ class SweepDriver:
 
     # --- the fleet of trials ----------------------------------------------------------------------------
 
-    def _accrue(self, sweep: Sweep, trials: dict[int, Trial], jobs: dict[str, Job], seen: Observed) -> None:
-        """The sweep's spend from the listing: each instance of its trials bills its $/h from its last accrual
-        (first seen: its start when the listing says, else the last pass), so a restart loses no billed time;
-        one that left the listing bills its last rate up to this pass (it went some time in between: erring
-        high keeps the budget safe)."""
-        billed = self.sweeps.billed(sweep.id)
-        listed: set[int] = set()
-        for t in trials.values():
-            for inst in seen.instances.get(t.job_id or "", ()):
-                listed.add(inst.id)
-                status = (inst.actual_status or "").lower()
-                rate = float(inst.dph_total or 0.0) if status in ("running", "loading", "created") or not status \
-                    else max(0.0, float(inst.dph_total or 0.0) - float(inst.bid_price or inst.dph_total or 0.0))
-                since = billed.get(inst.id, {}).get("until")
-                if since is None:
-                    start = float(inst.start_date or 0.0)
-                    sane = seen.now - 7 * 86400.0 < start <= seen.now
-                    since = start if sane else min(seen.previous or seen.now, seen.now)
-                hours = max(0.0, seen.now - float(since)) / 3600.0
-                self.sweeps.accrue(sweep.id, inst.id, t.job_id or "", t.number, seen.now, rate * hours, rate)
-        for iid, pos in billed.items():
-            if iid not in listed and not pos.get("gone"):
-                hours = max(0.0, seen.now - float(pos.get("until", seen.now))) / 3600.0
-                self.sweeps.accrue(sweep.id, iid, str(pos.get("job", "")), int(pos.get("number", 0)), seen.now,
-                                   float(pos.get("rate", 0.0)) * hours, 0.0, gone=True)
-
     def _scale(self, sweep: Sweep, study: optuna.Study, trials: dict[int, Trial], jobs: dict[str, Job],
                seen: Observed) -> Decision:
         spec = sweep.spec
@@ -299,7 +276,8 @@ class SweepDriver:
                 number=t.number, step=float(t.step or 0), placed=bool(current) or job.state in (
                     JobState.PLACING, JobState.BOOTING), rate_usd_h=float(current[0].dph_total or 0.0) if current else 0.0,
                 speed=seen.speed(sweep, current[0]) if current else 1.0,
-                rank=rank(done_or_reported, ft, stop, minimize) if ft is not None else None))
+                rank=rank(done_or_reported, ft, stop, minimize) if ft is not None else None,
+                started_at=t.started_at or sweep.created_at))
         history = tuple(TrialRecord(step=float(t.step or 0), stopped_early=t.state in (TrialState.PRUNED, TrialState.FAILED))
                         for t in trials.values() if t.step is not None or t.state.over)
         trials_left = max(spec.trial_count() - len(trials), 0)
@@ -314,6 +292,7 @@ class SweepDriver:
             share = remaining_share(x, s, 0.0)
         market = seen.market(sweep, work_h * share) or MarketView(np.zeros(0), np.zeros(0), float("inf"))
         scale = decide(now_state, market, seen.now, self.params.autoscale)
+        self._pace_survivors(sweep, trials, jobs, now_state, market, seen)
         for number in scale.stop:
             self._stop_for_budget(sweep, study, trials[number], jobs.get(trials[number].job_id or ""), scale)
         admitted = 0
@@ -329,6 +308,22 @@ class SweepDriver:
                             stopped=list(scale.stop))
         self._remember(sweep, decision, scale)
         return decision
+
+    def _pace_survivors(self, sweep: Sweep, trials: dict[int, Trial], jobs: dict[str, Job], state: SweepNow,
+                        market: MarketView, seen: Observed) -> None:
+        """A trial past the last rung gets the autoscaler's pace deadline on its job (only ever earlier), which
+        the scheduler's deadline rule reads: on demand when interruptions make the survivor fall behind."""
+        for r in state.running:
+            due = survivor_deadline(r, state, market, seen.restart_overhead_s, self.params.autoscale)
+            job = jobs.get(trials[r.number].job_id or "")
+            if due is None or job is None or (job.deadline_at is not None and job.deadline_at <= due + 1.0):
+                continue
+            try:
+                self.jobs.update(job.id, expected_epoch=job.epoch, deadline_at=due)
+            except (StaleEpoch, NotFound):
+                continue  # it moved meanwhile: the next pass sets it
+            self.sweeps.event(sweep.id, "paced", f"trial {r.number} survived the last rung: its job is due by"
+                              f" {due:.0f} (the deadline rule keeps it on pace)", {"trial": r.number, "due": due})
 
     def _remember(self, sweep: Sweep, decision: Decision, scale: Scale) -> None:
         old = sweep.decision

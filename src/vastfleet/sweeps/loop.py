@@ -146,7 +146,8 @@ class SweepLoop:
                 return None
 
         return Observed(now=now, previous=self._previous, instances=by_job, market=market,
-                        speed=lambda sweep, inst: speed_of(sweep, inst, now))
+                        speed=lambda sweep, inst: speed_of(sweep, inst, now),
+                        restart_overhead_s=self.policy.restart_overhead_s)
 
     # --- one pass -----------------------------------------------------------------------------------
 

@@ -60,6 +60,7 @@ class RunningTrial:
     rate_usd_h: float = 0.0  # what its instance bills now (0: none yet)
     speed: float = 1.0  # its instance's speed against the reference GPU
     rank: float | None = None  # 0 best .. 1 worst among the trials at its rung; None: no rung reached
+    started_at: float = 0.0  # when the sweep started it (its job was submitted)
 
 
 @dataclass(frozen=True)
@@ -88,11 +89,13 @@ class MarketView:
     hours: np.ndarray
     per_work_h: float
     factor: float = 1.0
+    wall_per_work: float = 1.0  # expected wall hours per work-hour on the cheapest slot (speed, interruptions)
 
 
 @dataclass(frozen=True)
 class AutoscaleParams:
     value_premium: float = 0.5  # free slots dearer than (1 + this) x the cheapest count only for a deadline
+    survivor_slack: float = 0.3  # a trial past the last rung keeps within this share of its expected pace
     prior_trials: float = 2.0  # weight of the early-stopping rule's prior, in trials
     grid: int = 200  # resolution of the survival curve over [0, max_step]
 
@@ -167,9 +170,10 @@ def remaining_share(x: np.ndarray, s: np.ndarray, at: float) -> float:
 
 
 def market_view(job: JobView, table: OfferTable, fleet: FleetStats, now: float, params: PolicyParams,
-                work_h: float) -> MarketView:
+                work_h: float, capacity: np.ndarray | None = None) -> MarketView:
     """Free slots for a trial of `work_h` expected work-hours: each machine counts its GPUs over the trial's
-    (its listed bundle), priced at its cheapest fitting offer, bid or on demand, as the allocator prices them."""
+    (its listed bundle), priced at its cheapest fitting offer, bid or on demand, as the allocator prices them.
+    `capacity` (per offer of `table`): how many trials an offer takes at once instead (a cloud zone)."""
     idx = np.flatnonzero(feasible(job, table, now))
     if idx.size == 0:
         return MarketView(np.zeros(0), np.zeros(0), math.inf)
@@ -186,19 +190,53 @@ def market_view(job: JobView, table: OfferTable, fleet: FleetStats, now: float, 
     machines = np.asarray(sub.machine)
     slots_c: list[float] = []
     slots_h: list[float] = []
+    slots_w: list[float] = []
     for m in np.unique(machines):
         on = np.flatnonzero((machines == m) & np.isfinite(cost))
         if on.size == 0:
             continue
         best = on[np.argmin(cost[on])]
-        slots = max(int(sub.num_gpus[on].max()) // max(job.num_gpus, 1), 1)
+        slots = max(int(sub.num_gpus[on].max()) // max(job.num_gpus, 1), 1) if capacity is None \
+            else int(np.asarray(capacity)[idx[on]].sum())
         slots_c += [float(cost[best])] * slots
         slots_h += [float(hours[best])] * slots
+        slots_w += [float(factor[best] / t.speed[best])] * slots
     order = np.argsort(slots_c, kind="stable")
     finite = np.isfinite(per_work)
     return MarketView(np.array(slots_c)[order], np.array(slots_h)[order],
                       float(per_work[finite].min()) if finite.any() else math.inf,
-                      float(np.median(factor[np.isfinite(factor)])) if np.isfinite(factor).any() else 1.0)
+                      float(np.median(factor[np.isfinite(factor)])) if np.isfinite(factor).any() else 1.0,
+                      float(np.array(slots_w)[order][0]) if slots_w else 1.0)
+
+
+# --- survivors: the trials the sweep waits for --------------------------------------------------------
+
+
+def last_rung(stop: EarlyStopModel) -> int | None:
+    """The last step at which the early-stopping rule may still stop a trial (None: it never stops one)."""
+    if stop.type == "none" or not stop.min_step or not stop.max_step:
+        return None
+    if stop.type == "median":
+        return stop.min_step
+    rung = stop.min_step
+    while rung * stop.reduction_factor < stop.max_step:
+        rung *= stop.reduction_factor
+    return rung
+
+
+def survivor_deadline(trial: RunningTrial, state: SweepNow, market: MarketView, restart_overhead_s: float,
+                      params: AutoscaleParams | None = None) -> float | None:
+    """A trial past the last rung runs to its end, and the sweep waits for its survivors. Each gets a deadline:
+    its start plus `1 + survivor_slack` times the wall time the cost model expects of a whole trial (a boot,
+    then the work at the cheapest slot's speed, interruptions included). While it keeps that pace it stays on
+    interruptible capacity; when interruptions make it fall behind, the scheduler's deadline rule (Can't Be
+    Late) moves it to on demand. None while the trial may still be stopped, or without early stopping."""
+    p = params or AutoscaleParams()
+    rung, max_step = last_rung(state.early_stop), state.early_stop.max_step
+    if rung is None or not max_step or trial.step <= rung:
+        return None
+    expected_s = restart_overhead_s + state.work_hours * 3600.0 * market.wall_per_work
+    return trial.started_at + expected_s * (1.0 + p.survivor_slack)
 
 
 # --- the decision ------------------------------------------------------------------------------------
