@@ -13,7 +13,7 @@ from vastfleet.sim.replay.generate import make_trace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-import sweep_replay as sr  # noqa: E402
+import sweep_replay as sr
 
 
 @pytest.fixture(scope="module")
