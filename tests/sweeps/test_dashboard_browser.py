@@ -4,6 +4,7 @@ trials on the page. Everything on loopback: the dashboard's scripts come with th
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -28,6 +29,8 @@ CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 @pytest.fixture
 def browser() -> Iterator[object]:
     if CHROMIUM is None or DRIVER is None:
+        if os.environ.get("CI"):
+            pytest.fail("no chromium or chromium-driver: .ci/run installs them with apt-get")
         pytest.skip("no chromium and chromium-driver (apt-get install chromium chromium-driver; .ci/run does)")
     from selenium import webdriver
 

@@ -125,3 +125,15 @@ def test_a_run_command_too_long_for_the_exports_is_refused() -> None:
     data = with_()
     data["job"]["run"] = "x" * 8100
     assert any(loc == "job.run" for loc, _ in refusal(data).problems)
+
+
+def test_a_trial_is_due_by_the_sweeps_deadline_unless_its_own_is_earlier() -> None:
+    spec = sweep_spec_from_dict(ISSUE)
+    now = 1_800_000_000.0
+    due = spec.trial_job("s-abcdefghij", 0, {"lr": 0.001, "bs": 64}, now, now + 24 * 3600)
+    assert due.deadline_at(now) == now + 24 * 3600
+    data = with_()
+    data["job"]["deadline"] = "2h"
+    own = sweep_spec_from_dict(data).trial_job("s-abcdefghij", 0, {"lr": 0.001, "bs": 64}, now, now + 24 * 3600)
+    assert own.deadline_at(now) == now + 2 * 3600
+    assert spec.trial_job("s-abcdefghij", 0, {"lr": 0.001, "bs": 64}).deadline is None

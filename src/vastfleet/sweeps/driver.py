@@ -353,7 +353,8 @@ class SweepDriver:
         self._submit(sweep, trial)
 
     def _submit(self, sweep: Sweep, trial: Trial) -> None:
-        job = self.jobs.submit(sweep.spec.trial_job(sweep.id, trial.number, trial.params))
+        job = self.jobs.submit(sweep.spec.trial_job(sweep.id, trial.number, trial.params, self.sweeps.clock(),
+                                                    sweep.deadline_at))
         trial.job_id, trial.state, trial.job_state = job.id, TrialState.QUEUED, job.state.value
         self.sweeps.put_trial(sweep.id, trial)
         self.sweeps.event(sweep.id, "started", f"trial {trial.number}: job {job.id}",

@@ -29,6 +29,7 @@ import json
 import math
 import re
 import shlex
+from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
@@ -312,10 +313,12 @@ class SweepSpec(Strict):
             return parse_time(self.deadline)
         return submitted_at + float(self.deadline)
 
-    def trial_job(self, sweep_id: str, number: int, params: dict[str, Any]) -> JobSpec:
+    def trial_job(self, sweep_id: str, number: int, params: dict[str, Any], now: float | None = None,
+                  deadline_at: float | None = None) -> JobSpec:
         """The job of one trial: the spec's job, named `<name>-t<n>`, its command and setup preceded by the
         trial's exports. Exports, not the job's env: VASTFLEET_ names are reserved there, and the exports
-        show in the job's record who set them."""
+        show in the job's record who set them. With the sweep's `deadline_at`, the job is due then too (or by
+        its own deadline, if earlier): the scheduler's deadline rule then finishes it in time."""
         exports = trial_exports(sweep_id, number, params)
         suffix = f"-t{number}"
         name = self.job.name[: 63 - len(suffix)].rstrip("-._") + suffix
@@ -323,6 +326,9 @@ class SweepSpec(Strict):
         data.update(name=name, run=f"{exports}\n{self.job.run}")
         if self.job.setup:
             data["setup"] = f"{exports}\n{self.job.setup}"
+        own = self.job.deadline_at(now) if now is not None else None
+        if deadline_at is not None and (own is None or deadline_at < own):
+            data["deadline"] = datetime.fromtimestamp(deadline_at, timezone.utc).isoformat()
         return JobSpec.model_validate(data)
 
 
