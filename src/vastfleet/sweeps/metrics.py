@@ -81,7 +81,7 @@ class SweepCollector(Collector):
             fam["trials"].add_metric([sid, trial_state.value], n)
         d = sweep.decision
         fam["target"].add_metric([sid], d.target if d is not None and not sweep.state.over else 0)
-        fam["actual"].add_metric([sid], d.actual if d is not None else 0)
+        fam["actual"].add_metric([sid], d.actual if d is not None and not sweep.state.over else 0)
         for limit in LIMITS:
             fam["binding"].add_metric([sid, limit], 1.0 if d is not None and d.binding == limit else 0.0)
         fam["spent"].add_metric([sid], sweep.spent_usd)
