@@ -238,7 +238,7 @@ class OursDriver:
             t = next(t for t in self.trials if t.number == r.number)
             run = sim.runs[t.job]
             due = survivor_deadline(r, state, market, p.restart_overhead_s)
-            if due is not None and (run.job.deadline_at is None or due < run.job.deadline_at):
+            if due is not None and (run.job.deadline_at is None or due < run.job.deadline_at - 60.0):
                 run.job = dataclasses.replace(run.job, deadline=due - run.job.submit)
         for number in scale.stop:
             t = next(t for t in self.trials if t.number == number)

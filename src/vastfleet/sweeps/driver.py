@@ -97,10 +97,9 @@ class SweepDriver:
         trials = {t.number: t for t in self.sweeps.trials(sweep.id)}
         jobs = self._jobs(trials)
         accrue(self.sweeps, sweep, trials, seen)
-        frozen = {t.number: t for t in study.get_trials(deepcopy=False)}
-        for number, trial in sorted(trials.items()):
+        for _, trial in sorted(trials.items()):
             if not trial.state.over and self.fenced():
-                self._follow(sweep, study, trial, jobs.get(trial.job_id or ""), frozen)
+                self._follow(sweep, study, trial, jobs.get(trial.job_id or ""))
         trials = {t.number: t for t in self.sweeps.trials(sweep.id)}
         sweep = self.sweeps.get(sweep.id)
         failed = sum(t.state == TrialState.FAILED for t in trials.values())
@@ -150,8 +149,7 @@ class SweepDriver:
                 continue
         return out
 
-    def _follow(self, sweep: Sweep, study: optuna.Study, trial: Trial, job: Job | None,
-                frozen: dict[int, optuna.trial.FrozenTrial]) -> None:
+    def _follow(self, sweep: Sweep, study: optuna.Study, trial: Trial, job: Job | None) -> None:
         if job is None:
             if trial.job_id is not None:
                 self._close(sweep, study, trial, TrialState.FAILED, f"its job {trial.job_id} cannot be read")
@@ -316,7 +314,8 @@ class SweepDriver:
         for r in state.running:
             due = survivor_deadline(r, state, market, seen.restart_overhead_s, self.params.autoscale)
             job = jobs.get(trials[r.number].job_id or "")
-            if due is None or job is None or (job.deadline_at is not None and job.deadline_at <= due + 1.0):
+            # a minute earlier at least: the pace follows the market a little every pass, the job need not
+            if due is None or job is None or (job.deadline_at is not None and job.deadline_at <= due + 60.0):
                 continue
             try:
                 self.jobs.update(job.id, expected_epoch=job.epoch, deadline_at=due)

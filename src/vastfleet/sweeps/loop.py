@@ -79,8 +79,8 @@ class SweepLoop:
         self.lease = Lease(client, "sweeps", lease_ttl_s, clock=clock, prefix=prefix)
         self.token: int | None = None
         self.sweeps = SweepStore(client, prefix, clock)
-        # a stop bills on for about a driver pass, a scheduler pass and the destroy: the budget keeps that back
-        self.driver = SweepDriver(jobs, self.sweeps, self._fenced, params or DriverParams(reserve_s=3 * interval_s + 2.0))
+        self.fixed_reserve = params is not None
+        self.driver = SweepDriver(jobs, self.sweeps, self._fenced, params or DriverParams(reserve_s=self._reserve(0.0)))
         self.memory = FleetMemory(client, prefix)
         self.policy = policy or PolicyParams()  # the cost model's parameters, as the scheduler's placer has them
         self._fleet: tuple[float, FleetStats] | None = None
@@ -89,6 +89,11 @@ class SweepLoop:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.passes = 0
+
+    def _reserve(self, gap_s: float) -> float:
+        """What a stop takes to end billing: about a driver pass, a scheduler pass and the destroy. The passes
+        are as long as they turn out to be (a loaded control plane is slower), never shorter than configured."""
+        return 3.0 * max(self.interval_s, gap_s) + 2.0
 
     def _lead(self) -> bool:
         if self.token is not None and self.lease.renew(self.owner, self.token):
@@ -162,6 +167,8 @@ class SweepLoop:
         seen = self.observe(now)
         if seen is None:
             return False
+        if not self.fixed_reserve and self._previous is not None:
+            self.driver.params.reserve_s = self._reserve(now - self._previous)
         for sweep_id in open_ids:
             if not self._fenced():
                 break
