@@ -72,6 +72,8 @@ def test_the_cli_submits_shows_and_cancels(cli: CliRunner, store: JobStore) -> N
     assert "no trial is complete yet" in cli.invoke(app, ["sweep", "best", sweep_id]).stdout
     cancelled = cli.invoke(app, ["sweep", "cancel", sweep_id])
     assert cancelled.exit_code == 0 and cancelled.stdout.strip() == f"{sweep_id} CANCELLED"
+    watched = cli.invoke(app, ["sweep", "status", sweep_id, "--watch", "--interval", "0.2"])
+    assert watched.exit_code == 0 and "CANCELLED" in watched.stdout  # the live view ends with the sweep
     again = cli.invoke(app, ["sweep", "cancel", sweep_id])
     assert again.exit_code == 1 and "already CANCELLED" in again.stderr
     missing = cli.invoke(app, ["sweep", "status", "s-nosuchsweep"])

@@ -200,3 +200,20 @@ def test_a_survivor_gets_the_pace_deadline_on_its_job(stores: tuple[JobStore, Sw
     due = jobs.get(trial.job_id or "").deadline_at
     assert due is not None and due > (trial.started_at or 0.0)
     assert any(e.kind == "paced" for e in sweeps.events(sweep.id))
+
+
+def test_more_failures_than_allowed_end_the_sweep_failed(stores: tuple[JobStore, SweepStore]) -> None:
+    jobs, sweeps = stores
+    sweep = service.submit(sweeps, spec(max_trials=4, max_parallel=3, max_failed_trials=1))
+    driver = SweepDriver(jobs, sweeps)
+    driver.drive(sweep.id, seen())
+    first, second, third = sweeps.trials(sweep.id)
+    for t in (first, second):
+        run(jobs, t.job_id or "", step=1, val_loss=1.0)
+        finish(jobs, t.job_id or "", code=3)
+    driver.drive(sweep.id, seen())
+    done = sweeps.get(sweep.id)
+    assert done.state == SweepState.FAILED and "2 trials failed, more than max_failed_trials 1" in done.reason
+    assert jobs.get(third.job_id or "").state == S.CANCELLED  # the rest is not paid for
+    assert [t.state for t in sweeps.trials(sweep.id)] == [TrialState.FAILED] * 3
+    assert sweep.id not in sweeps.open_ids()
