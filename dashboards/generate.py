@@ -3,8 +3,9 @@
     python dashboards/generate.py          # write dashboards/*.json, provisioning and the chart's copies
     python dashboards/generate.py --check  # exit 1 when a committed file differs (the drift test runs this)
 
-The dashboards themselves are written in vf_dashboards.py with the small builder in vf_grafana.py. Every
-panel queries Prometheus through the `${datasource}` variable; `$gpu_model` filters by GPU model.
+The dashboards themselves are written in vf_dashboards.py and vf_sweeps.py, built with grafana-foundation-sdk
+through the small layer in vf_grafana.py. Every panel queries Prometheus through the `${datasource}` variable;
+`$gpu_model` filters by GPU model, `$sweep` by sweep.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The four vastfleet dashboards: Cost, Preemptions and recovery, Queue and jobs, Fleet.
+"""The vastfleet dashboards: Cost, Preemptions and recovery, Queue and jobs, Fleet (and Sweeps, vf_sweeps.py).
 
 Queries use `max` over the gauges every API replica reports alike (read from the job store at scrape
 time) and `sum` over what only the scheduler leader records. `or vector(0)` appears only where zero is the
@@ -8,6 +8,7 @@ true answer (an empty fleet costs nothing). Never defines metrics (`vastfleet.me
 from __future__ import annotations
 
 from vf_grafana import DS, GPU, RI, Dashboard, Panel, quantiles
+from vf_sweeps import SWEEPS
 
 # Grafana marks each interruption on the time axis of the dashboards that carry this.
 PREEMPTION_ANNOTATION = {
@@ -449,4 +450,4 @@ FLEET = Dashboard(
     annotations=[PREEMPTION_ANNOTATION],
 )
 
-DASHBOARDS = {"cost": COST, "preemptions": PREEMPTIONS, "queue": QUEUE, "fleet": FLEET}
+DASHBOARDS = {"cost": COST, "preemptions": PREEMPTIONS, "queue": QUEUE, "fleet": FLEET, "sweeps": SWEEPS}

@@ -1,17 +1,47 @@
-"""A small builder of Grafana dashboard JSON: panels (timeseries, stat, bargauge) laid out in rows on the
-24-column grid, a Prometheus datasource variable, an optional GPU-model variable, annotations.
+"""vastfleet's panels on grafana-foundation-sdk (the Grafana project's dashboards-as-code library): a panel is
+described in one short call (title, PromQL with legends, kind, unit), and built with the SDK's builders
+(timeseries, stat, bargauge, Prometheus queries, variables, annotations), which lay panels out in rows on
+the 24-column grid and write the JSON Grafana loads.
 
-Owns the JSON shape Grafana expects (schemaVersion 39); never what the panels show (vf_dashboards.py).
+Owns how a vastfleet panel looks (legend as a table, one style of stat and bar gauge, the `${datasource}`
+variable on every query); never what the panels show (vf_dashboards.py, vf_sweeps.py).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from grafana_foundation_sdk.builders import bargauge, prometheus, stat, timeseries
+from grafana_foundation_sdk.builders import common as cb
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common as cm
+from grafana_foundation_sdk.models import dashboard as dm
+
 DS = {"type": "prometheus", "uid": "${datasource}"}
+DS_REF = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
 GPU = 'gpu_model=~"$gpu_model"'
 RI = "$__rate_interval"
+
+
+class PromAnnotationQuery(dm.AnnotationQuery):
+    """An annotation driven by a Prometheus query: the SDK's model knows `expr`, and Grafana's Prometheus
+    annotation also reads step, titleFormat, textFormat, tagKeys and useValueForTime."""
+
+    def __init__(self, extra: dict[str, Any]) -> None:
+        super().__init__()
+        self.extra = extra
+
+    def to_json(self) -> dict[str, object]:
+        return {**super().to_json(), **self.extra}
+
+
+class PromAnnotation(db.AnnotationQuery):
+    def __init__(self, **extra: Any) -> None:
+        super().__init__()
+        self._internal = PromAnnotationQuery(extra)
 
 
 @dataclass
@@ -25,61 +55,56 @@ class Panel:
     h: int = 8
     thresholds: list[tuple[float | None, str]] = field(default_factory=list)
     stack: bool = False
+    right_axis: list[str] = field(default_factory=list)  # series (legends) drawn on a right-hand axis
 
-    def render(self, pid: int, x: int, y: int) -> dict[str, Any]:
-        steps = [{"color": c, "value": v} for v, c in (self.thresholds or [(None, "green")])]
-        defaults: dict[str, Any] = {"unit": self.unit, "thresholds": {"mode": "absolute", "steps": steps}}
-        options: dict[str, Any]
+    def builder(self, pid: int) -> Any:
+        kind = {"timeseries": timeseries.Panel, "stat": stat.Panel, "bargauge": bargauge.Panel}[self.kind]
+        steps = [dm.Threshold(value=v, color=c) for v, c in (self.thresholds or [(None, "green")])]
+        panel = (kind().id(pid).title(self.title).description(self.description).datasource(DS_REF).unit(self.unit)
+                 .span(self.w).height(self.h)
+                 .thresholds(db.ThresholdsConfig().mode(dm.ThresholdsMode.ABSOLUTE).steps(steps)))
+        for i, (expr, legend) in enumerate(self.exprs):
+            query = prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(chr(ord("A") + i)).datasource(DS_REF)
+            panel = panel.with_target(query.range() if self.kind == "timeseries" else query.instant())
+        reduce = cb.ReduceDataOptions().calcs(["lastNotNull"]).fields("").values(False)
         if self.kind == "timeseries":
-            defaults["custom"] = {
-                "drawStyle": "line",
-                "lineWidth": 1,
-                "fillOpacity": 10,
-                "showPoints": "never",
-                "stacking": {"mode": "normal" if self.stack else "none", "group": "A"},
-            }
-            options = {
-                "legend": {"displayMode": "table", "placement": "bottom", "calcs": ["lastNotNull"]},
-                "tooltip": {"mode": "multi", "sort": "desc"},
-            }
+            mode = cm.StackingMode.NORMAL if self.stack else cm.StackingMode.NONE
+            panel = (panel.draw_style(cm.GraphDrawStyle.LINE).line_width(1).fill_opacity(10)
+                     .show_points(cm.VisibilityMode.NEVER).stacking(cb.StackingConfig().mode(mode).group("A"))
+                     .legend(cb.VizLegendOptions().display_mode(cm.LegendDisplayMode.TABLE)
+                             .placement(cm.LegendPlacement.BOTTOM).show_legend(True).calcs(["lastNotNull"]))
+                     .tooltip(cb.VizTooltipOptions().mode(cm.TooltipDisplayMode.MULTI).sort(cm.SortOrder.DESCENDING)))
+            for name in self.right_axis:
+                panel = panel.override_by_name(name, [dm.DynamicConfigValue(id_val="custom.axisPlacement",
+                                                                            value="right")])
         elif self.kind == "stat":
-            defaults["color"] = {"mode": "thresholds"}
-            options = {
-                "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-                "colorMode": "background" if self.thresholds else "value",
-                "graphMode": "area",
-                "textMode": "auto",
-                "justifyMode": "auto",
-                "orientation": "auto",
-            }
+            panel = (panel.color_scheme(db.FieldColor().mode(dm.FieldColorModeId.THRESHOLDS)).reduce_options(reduce)
+                     .color_mode(cm.BigValueColorMode.BACKGROUND if self.thresholds else cm.BigValueColorMode.VALUE)
+                     .graph_mode(cm.BigValueGraphMode.AREA).text_mode(cm.BigValueTextMode.AUTO)
+                     .justify_mode(cm.BigValueJustifyMode.AUTO).orientation(cm.VizOrientation.AUTO))
         else:
-            options = {
-                "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-                "orientation": "horizontal",
-                "displayMode": "gradient",
-                "showUnfilled": True,
-            }
-        return {
-            "id": pid,
-            "type": self.kind,
-            "title": self.title,
-            "description": self.description,
-            "datasource": DS,
-            "gridPos": {"h": self.h, "w": self.w, "x": x, "y": y},
-            "fieldConfig": {"defaults": defaults, "overrides": []},
-            "options": options,
-            "targets": [
-                {
-                    "datasource": DS,
-                    "refId": chr(ord("A") + i),
-                    "expr": expr,
-                    "legendFormat": legend,
-                    "range": self.kind == "timeseries",
-                    "instant": self.kind != "timeseries",
-                }
-                for i, (expr, legend) in enumerate(self.exprs)
-            ],
-        }
+            panel = (panel.reduce_options(reduce).orientation(cm.VizOrientation.HORIZONTAL)
+                     .display_mode(cm.BarGaugeDisplayMode.GRADIENT).show_unfilled(True))
+        return panel
+
+
+@dataclass
+class Variable:
+    """A query variable over a label of a metric (All selected by default)."""
+
+    name: str
+    label: str
+    query: str
+    all_value: str = ".*"
+
+    def builder(self) -> Any:
+        return (db.QueryVariable(self.name).label(self.label).datasource(DS_REF).query(self.query)
+                .include_all(True).all_value(self.all_value).multi(True)
+                .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(dm.VariableSort.ALPHABETICAL_ASC)
+                .current(dm.VariableOption(selected=True, text=["All"], value=["$__all"])))
+
+
+GPU_VARIABLE = Variable("gpu_model", "GPU model", "label_values(vastfleet_spend_dollars_total, gpu_model)")
 
 
 @dataclass
@@ -90,78 +115,36 @@ class Dashboard:
     rows: list[list[Panel]]
     gpu_variable: bool = True
     annotations: list[dict[str, Any]] = field(default_factory=list)
+    variables: list[Variable] = field(default_factory=list)
+
+    def builder(self) -> Any:
+        dash = (db.Dashboard(self.title).uid(self.uid).description(self.description).tags(["vastfleet"])
+                .timezone("browser").editable().tooltip(dm.DashboardCursorSync.CROSSHAIR).time("now-6h", "now")
+                .refresh("30s").version(1)
+                .with_variable(db.DatasourceVariable("datasource").label("Prometheus").type("prometheus"))
+                .link(db.DashboardLink("vastfleet").type(dm.DashboardLinkType.DASHBOARDS).tags(["vastfleet"])
+                      .as_dropdown(True))
+                .annotation(db.AnnotationQuery().name("Annotations & Alerts").built_in(1).type("dashboard")
+                            .datasource(dm.DataSourceRef(type_val="grafana", uid="-- Grafana --"))
+                            .enable(True).hide(True).icon_color("rgba(0, 211, 255, 1)")))
+        for var in ([GPU_VARIABLE] if self.gpu_variable else []) + self.variables:
+            dash = dash.with_variable(var.builder())
+        for ann in self.annotations:
+            extra = {k: v for k, v in ann.items() if k not in ("name", "enable", "hide", "iconColor", "expr")}
+            dash = dash.annotation(PromAnnotation(**extra).name(ann["name"]).datasource(DS_REF)
+                                   .enable(ann.get("enable", True)).hide(ann.get("hide", False))
+                                   .icon_color(ann.get("iconColor", "red")).expr(ann["expr"]))
+        pid = 1
+        for row in self.rows:
+            assert sum(p.w for p in row) == 24, f"{self.title}: a row of panels fills the 24 columns"
+            for panel in row:
+                dash = dash.with_panel(panel.builder(pid))
+                pid += 1
+        return dash
 
     def render(self) -> dict[str, Any]:
-        panels, pid, y = [], 1, 0
-        for row in self.rows:
-            x = 0
-            for panel in row:
-                panels.append(panel.render(pid, x, y))
-                pid, x = pid + 1, x + panel.w
-            y += max(p.h for p in row)
-        variables: list[dict[str, Any]] = [
-            {
-                "name": "datasource",
-                "label": "Prometheus",
-                "type": "datasource",
-                "query": "prometheus",
-                "current": {},
-                "hide": 0,
-                "refresh": 1,
-                "regex": "",
-                "options": [],
-            }
-        ]
-        if self.gpu_variable:
-            variables.append(
-                {
-                    "name": "gpu_model",
-                    "label": "GPU model",
-                    "type": "query",
-                    "datasource": DS,
-                    "query": {
-                        "query": "label_values(vastfleet_spend_dollars_total, gpu_model)",
-                        "refId": "gpu",
-                    },
-                    "definition": "label_values(vastfleet_spend_dollars_total, gpu_model)",
-                    "includeAll": True,
-                    "allValue": ".*",
-                    "multi": True,
-                    "refresh": 2,
-                    "sort": 1,
-                    "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
-                    "hide": 0,
-                    "options": [],
-                }
-            )
-        builtin = {
-            "builtIn": 1,
-            "datasource": {"type": "grafana", "uid": "-- Grafana --"},
-            "enable": True,
-            "hide": True,
-            "iconColor": "rgba(0, 211, 255, 1)",
-            "name": "Annotations & Alerts",
-            "type": "dashboard",
-        }
-        return {
-            "uid": self.uid,
-            "title": self.title,
-            "description": self.description,
-            "tags": ["vastfleet"],
-            "timezone": "browser",
-            "editable": True,
-            "graphTooltip": 1,
-            "schemaVersion": 39,
-            "version": 1,
-            "refresh": "30s",
-            "time": {"from": "now-6h", "to": "now"},
-            "templating": {"list": variables},
-            "annotations": {"list": [builtin, *self.annotations]},
-            "links": [
-                {"title": "vastfleet", "type": "dashboards", "tags": ["vastfleet"], "asDropdown": True}
-            ],
-            "panels": panels,
-        }
+        """The dashboard's JSON, as the SDK encodes it."""
+        return json.loads(json.dumps(self.builder().build(), cls=JSONEncoder))  # type: ignore[no-any-return]
 
 
 def quantiles(metric: str, by: str = "", qs: tuple[float, ...] = (0.5, 0.9, 0.99)) -> list[tuple[str, str]]:

@@ -10,7 +10,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "vastfleet"
 # Command-line entry points may start the simulator or the replay engine; nothing else may import `sim`.
-SIM_CALLERS = {"cli.py", "demo.py", "scheduler/bench_cli.py"}
+SIM_CALLERS = {"cli.py", "demo.py", "sweeps/demo.py", "scheduler/bench_cli.py"}
 
 
 def imports_of(path: Path) -> set[str]:

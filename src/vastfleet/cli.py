@@ -346,8 +346,14 @@ def demo(
     preemptions: Annotated[int, typer.Option(metavar="N", help="how many preemptions to inject (0-50)")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as one JSON object, last line")]
     = False,
+    sweep: Annotated[bool, typer.Option("--sweep", help="run a small autoscaled sweep instead (docs/sweeps.md)")]
+    = False,
 ) -> None:
     """Run vastfleet on its embedded defaults: simulator, Redis, API, scheduler and agents, with preemptions."""
+    if sweep:
+        from vastfleet.sweeps.demo import sweep_demo_command
+
+        raise typer.Exit(sweep_demo_command(preemptions, as_json))
     from vastfleet.demo import demo_command
 
     raise typer.Exit(demo_command(jobs, preemptions, as_json))
@@ -369,8 +375,10 @@ def offers(
 def _register_sub_apps() -> None:
     from vastfleet.scheduler.bench_cli import app as bench_app
     from vastfleet.sim.cli import app as sim_app
+    from vastfleet.sweeps.cli import app as sweep_app
 
     app.add_typer(sim_app, name="sim", help="The vast.ai marketplace simulator (for tests and demos).")
+    app.add_typer(sweep_app, name="sweep", help="Hyperparameter sweeps: many trials, autoscaled, under a budget.")
     app.add_typer(bench_app, name="bench", help="Policy benchmarks: replay market traces in virtual time.")
 
 

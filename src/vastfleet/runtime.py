@@ -146,6 +146,7 @@ class Runtime:
         self.storage_secret = lasting_secret(self.data_dir, "storage_secret", settings.storage_secret)
         self.server: ServerThread | None = None
         self.loop: SchedulerLoop | None = None
+        self.sweeps: Any = None  # vastfleet.sweeps.loop.SweepLoop: the sweeps' driver, its own lease
         self.job_hazards: JobHazards | None = None
         self.ctx: act.ActionContext | None = None
         self.metrics: Any = None
@@ -318,6 +319,10 @@ class Runtime:
                                       exclusions=HostExclusions(self.redis, s.prefix, s.host_exclusion_s),
                                       job_hazards=self.job_hazards, memory=FleetMemory(self.redis, s.prefix))
             self.loop.start()
+            from vastfleet.sweeps.loop import SweepLoop
+
+            self.sweeps = SweepLoop(self.store, self.market, self.redis, prefix=s.prefix, interval_s=s.pass_interval_s,
+                                    lease_ttl_s=s.lease_ttl_s).start()
         return self
 
     def _start_worker(self, index: int) -> None:
@@ -342,6 +347,8 @@ class Runtime:
         self._workers.append((thread, stop, worker))
 
     def stop(self) -> None:
+        if self.sweeps is not None:
+            self.sweeps.stop()
         if self.loop is not None:
             self.loop.stop()
         for _, stop, worker in self._workers:

@@ -50,7 +50,9 @@ def prometheus(
 def warm_prometheus(prometheus: PrometheusServer, real_fleet: RealFleet) -> PrometheusServer:
     """Prometheus once the workload is over and it has scraped the end of it a few times."""
     real_fleet.run_workload()
-    done = float(len(real_fleet.job_ids))
+    done = float(real_fleet.succeeded)
     wait_for(lambda: prometheus.values('sum(vastfleet_jobs_finished_total{state="SUCCEEDED"})') == [done],
-             timeout=15, interval=0.2, what="Prometheus to scrape both jobs finished")
+             timeout=15, interval=0.2, what="Prometheus to scrape every job finished")
+    wait_for(lambda: prometheus.values(f'max(vastfleet_sweep_state{{sweep="{real_fleet.sweep_id}",state="FINISHED"}})')
+             == [1.0], timeout=15, interval=0.2, what="Prometheus to scrape the sweep finished")
     return prometheus

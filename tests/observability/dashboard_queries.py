@@ -17,6 +17,7 @@ VARIABLES = {
     "$__range": "5m",
     "$__interval": "15s",
     "$gpu_model": ".*",
+    "$sweep": ".*",
 }
 
 

@@ -5,7 +5,9 @@ The workload (`RealFleet.run_workload`): one marketplace 503 (retried by the ada
 submitted with `vastfleet submit` (the first with a budget, a $/h cap and `interruptible: auto`), the first
 one's host taken offline once it has checkpointed, the second one's bid instance preempted by a higher bid
 once it has checkpointed, and
-both jobs run to SUCCEEDED on new instances. Jobs are followed through the job store on the same Redis.
+both jobs run to SUCCEEDED on new instances; meanwhile a small sweep of examples/sweep.yaml (3 short
+trials, 2 at once) submitted with `vastfleet sweep submit` runs to FINISHED. Jobs are followed through the
+job store on the same Redis.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from vastfleet.spec.job import Job, JobState
 VASTFLEET = [sys.executable, "-m", "vastfleet.cli"]
 TOKEN = "obs-e2e-token"
 RUN = "python3 count_steps.py --steps 30 --every 5 --sleep 0.1"
+SWEEP_YAML = COUNT_YAML.parent / "sweep.yaml"
+SWEEP_SETS = ["max_trials=3", "max_parallel=2", "early_stop.type=none", "budget_usd=1",
+              "job.run=python3 sweep_trial.py --steps 20 --every 5 --sleep 0.1"]
 
 
 @dataclass
@@ -41,6 +46,8 @@ class RealFleet:
     log: Path
     proc: subprocess.Popen[bytes]
     job_ids: list[str] = field(default_factory=list)
+    sweep_id: str = ""
+    succeeded: int = 0  # jobs SUCCEEDED at the end of the workload (the count jobs and the sweep's trials)
     started_at: float = 0.0  # workload start and end (Unix time), the window the panels are evaluated over
     ended_at: float = 0.0
 
@@ -70,6 +77,9 @@ class RealFleet:
         self.started_at = time.time()
         self.sim.admin.fault(503, count=1)  # one marketplace call fails and is retried: the error panels
         # The first searches on-demand offers too (interruptible: auto), which prices its bid's savings.
+        sweep = self.cli("sweep", "submit", str(SWEEP_YAML), *[x for item in SWEEP_SETS for x in ("--set", item)])
+        assert sweep.returncode == 0, sweep.stderr
+        self.sweep_id = sweep.stdout.strip()
         self.job_ids = [self.submit("budget_usd=5", "resources.max_price_per_hour=5", "interruptible=auto"),
                         self.submit()]
         first, second = self.job_ids
@@ -94,6 +104,13 @@ class RealFleet:
         assert all(j.state == JobState.SUCCEEDED for j in states.values()), (
             {k: (j.state, j.reason) for k, j in states.items()}, self.log.read_text()[-3000:])
         assert all(j.preemptions >= 1 for j in states.values()), "each job was interrupted once"
+
+        def sweep_over() -> bool:
+            done = self.cli("sweep", "status", self.sweep_id, "--json")
+            return done.returncode == 0 and json.loads(done.stdout)["sweep"]["state"] != "RUNNING"
+
+        wait_for(sweep_over, 90, interval=0.3, what="the sweep to finish")
+        self.succeeded = self.store.counts()[JobState.SUCCEEDED]
         self.ended_at = time.time()
 
     def preempt(self, job: Job) -> None:

@@ -34,7 +34,7 @@ def test_panel_query_returns_data(warm_prometheus: PrometheusServer, real_fleet:
 
 def test_every_dashboard_has_queries() -> None:
     per_dashboard = {q.dashboard for q in QUERIES}
-    assert per_dashboard == {"cost", "preemptions", "queue", "fleet"}
+    assert per_dashboard == {"cost", "preemptions", "queue", "fleet", "sweeps"}
     assert len(QUERIES) >= 40
 
 
@@ -64,7 +64,7 @@ def test_the_workload_shows_preemption_recovery_and_spend(
     assert 1 <= errors < prom.values("sum(vastfleet_market_requests_total)")[0] / 10  # successes are 2xx
     # Jobs by state come from the job store at scrape time.
     succeeded = prom.values('max(vastfleet_jobs{state="SUCCEEDED"})')[0]
-    assert succeeded == real_fleet.store.counts()[JobState.SUCCEEDED] == 2
+    assert succeeded == real_fleet.store.counts()[JobState.SUCCEEDED] == real_fleet.succeeded >= 2
     assert prom.values("max(vastfleet_stopped_instances)") == [0.0]
 
 

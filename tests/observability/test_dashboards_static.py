@@ -20,6 +20,7 @@ from tests.observability.dashboard_queries import (
     substitute,
 )
 from vastfleet.metrics import FleetMetrics, JobStoreCollector
+from vastfleet.sweeps.metrics import SweepCollector
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,12 +38,14 @@ def exported_names() -> set[str]:
     """Every series name the exporter can produce, the recording rules' included."""
     metrics = FleetMetrics()
     store_families = JobStoreCollector(None).describe()  # type: ignore[arg-type]  # names only, no store
-    families = list(metrics.registry.collect()) + list(store_families)
+    families = list(metrics.registry.collect()) + list(store_families) + list(SweepCollector(None).describe())
     names = set()
     for family in families:
         names.add(family.name + ("_total" if family.type == "counter" else ""))
         if family.type == "histogram":
             names |= {family.name + s for s in ("_bucket", "_sum", "_count")}
+        if family.type == "summary":
+            names |= {family.name + s for s in ("_sum", "_count")}
     rules = yaml.safe_load((REPO / "alerts" / "vastfleet.rules.yml").read_text())
     names |= {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
     return names
@@ -52,19 +55,20 @@ def test_generated_files_are_up_to_date(capsys: pytest.CaptureFixture[str]) -> N
     assert generator().main(["--check"]) == 0, capsys.readouterr().err
 
 
-def test_the_four_dashboards() -> None:
+def test_the_five_dashboards() -> None:
     titles = {load(n)["title"] for n in dashboard_names()}
     assert titles == {
         "vastfleet / Cost",
         "vastfleet / Preemptions and recovery",
         "vastfleet / Queue and jobs",
         "vastfleet / Fleet",
+        "vastfleet / Sweeps",
     }
     uids = [load(n)["uid"] for n in dashboard_names()]
     assert len(set(uids)) == len(uids)
 
 
-@pytest.mark.parametrize("name", ["cost", "preemptions", "queue", "fleet"])
+@pytest.mark.parametrize("name", ["cost", "preemptions", "queue", "fleet", "sweeps"])
 def test_dashboard_structure(name: str) -> None:
     dash = load(name)
     variables = {v["name"]: v for v in dash["templating"]["list"]}
@@ -139,6 +143,17 @@ def test_required_panels_exist() -> None:
             "vastfleet_heartbeat_age_max_seconds",
             "vastfleet_stopped_instances",
         ],
+        "sweeps": [
+            "vastfleet_sweep_spent_dollars",
+            "vastfleet_sweep_projected_dollars",
+            "vastfleet_sweep_budget_dollars",
+            "vastfleet_sweep_trials",
+            "vastfleet_sweep_target_instances",
+            "vastfleet_sweep_instances",
+            "vastfleet_sweep_binding_limit",
+            "vastfleet_sweep_best_value",
+            "vastfleet_sweep_trial_cost_dollars_sum",
+        ],
     }
     for dash, names in needed.items():
         for name in names:
@@ -153,3 +168,15 @@ def test_provisioning_files() -> None:
     assert provider["apiVersion"] == 1 and provider["providers"][0]["type"] == "file"
     datasource = yaml.safe_load((DASHBOARDS / "provisioning" / "datasources" / "prometheus.yml").read_text())
     assert datasource["datasources"][0]["type"] == "prometheus"
+
+
+def test_dashboards_are_built_with_grafana_foundation_sdk() -> None:
+    """The JSON is the SDK's (its schema version and encoder), not hand-written dictionaries."""
+    from grafana_foundation_sdk.builders.dashboard import Dashboard as SdkDashboard
+
+    module = generator()
+    for name, dash in module.DASHBOARDS.items():
+        assert isinstance(dash.builder(), SdkDashboard), name
+        assert load(name)["schemaVersion"] == dash.builder().build().schema_version
+    sweep_vars = {v["name"] for v in load("sweeps")["templating"]["list"]}
+    assert {"datasource", "sweep"} <= sweep_vars

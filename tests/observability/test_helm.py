@@ -253,7 +253,7 @@ def test_prometheus_rule_carries_the_alert_file() -> None:
 
 def test_dashboards_ship_as_sidecar_configmaps() -> None:
     maps = [d for d in by_kind(render({}), "ConfigMap") if "grafana_dashboard" in d["metadata"]["labels"]]
-    assert len(maps) == 4
+    assert len(maps) == 5  # cost, preemptions, queue, fleet, sweeps
     for cm in maps:
         assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
         ((key, text),) = cm["data"].items()

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.routing import Route
 
 import vastfleet
-from vastfleet.api import user_routes
+from vastfleet.api import sweep_routes, user_routes
 from vastfleet.api.context import ApiContext
 from vastfleet.api.limits import BodyLimit
 from vastfleet.errors import SpecError, VastfleetError
@@ -35,6 +35,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.state.ctx = ctx
     app.include_router(user_routes.router)
     app.include_router(user_routes.quarantine_router)
+    app.include_router(sweep_routes.router)
     app.add_middleware(BodyLimit, max_body=ctx.max_body_bytes, max_agent_body=ctx.max_agent_body_bytes)
     if ctx.agent_router is not None:
         app.include_router(ctx.agent_router)

@@ -219,8 +219,12 @@ class FleetMetrics:
     def attach_store(self, store: Any) -> None:
         """Also export jobs by state and queue depth, read from `store` (a `JobStore`) at each scrape."""
         from vastfleet.metrics.collector import JobStoreCollector
+        from vastfleet.sweeps.metrics import SweepCollector  # the sweeps' gauges, from the same Redis
 
         self.registry.register(JobStoreCollector(store, clock=self.clock))
+        keys = getattr(store, "keys", None)
+        self.registry.register(SweepCollector(getattr(store, "redis", None), getattr(keys, "prefix", "vf"),
+                                              clock=self.clock))
 
     # --- scheduler and marketplace ---------------------------------------------------------------------
 
