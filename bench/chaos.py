@@ -21,8 +21,8 @@ Faults, drawn from the seed over the run (each kind at least a few times, `--fau
     cur_state_lie     the listing's `cur_state` lies for a while (quirk `cur_state_lies`)
     host_offline      the host of a running instance of ours goes offline for 3-15 s
     preempt           a rival bid pauses a running instance of ours (for a while, or until we move)
-    agent_cut         the agents' calls hang, then drop, for 1-6 s
-    storage_refusal   uploads and presign calls answer 503 for 2-10 s
+    agent_cut         the agents' calls hang, then drop, for 1-5 s
+    storage_refusal   `/v1/blobs` (uploads and downloads) and presign calls answer 503 for 2-8 s
 
 Then every fault is lifted, the run settles (every job ends, every instance goes), and it checks:
     jobs_lost            a submitted job not SUCCEEDED (the count job never fails by itself: any FAILED or
@@ -180,6 +180,8 @@ class AgentProxy:
         self.cut_until = 0.0
         self.refuse_until = 0.0
         self.counts: collections.Counter[str] = collections.Counter()
+        # (job, epoch) -> [(time, step)]: the pending checkpoints heartbeats told the API of (answered 200)
+        self.told: dict[tuple[str, int], list[tuple[float, int]]] = {}
         self._next = 0
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._run, name="chaos-proxy", daemon=True)
@@ -248,6 +250,7 @@ class AgentProxy:
                 continue
             kept.append(line)
         body = await reader.readexactly(length) if length else b""
+        auth = next((ln.partition(":")[2].strip() for ln in kept if ln.lower().startswith("authorization:")), "")
         if time.monotonic() < self.cut_until:  # a partition: the call hangs, then the connection drops
             self.counts["cut"] += 1
             while time.monotonic() < self.cut_until:
@@ -269,6 +272,7 @@ class AgentProxy:
             return
         up_reader, up_writer = upstream
         self.counts["relayed"] += 1
+        first = b""
         try:
             up_writer.write(("\r\n".join([*kept, "Connection: close", "", ""])).encode("latin-1") + body)
             await up_writer.drain()
@@ -276,10 +280,24 @@ class AgentProxy:
                 chunk = await up_reader.read(1 << 16)
                 if not chunk:
                     break
+                first = first or chunk
                 writer.write(chunk)
                 await writer.drain()
         finally:
             up_writer.close()
+        if target.endswith("/heartbeat") and first.startswith(b"HTTP/1.1 200"):
+            self._witness(target, auth, body)
+
+    def _witness(self, target: str, auth: str, body: bytes) -> None:
+        """A heartbeat the API took: which checkpoint it said was written and not yet uploaded."""
+        try:
+            pending = json.loads(body).get("pending") or {}
+            epoch = int(auth.split()[-1].split(".")[1])  # the session secret names its epoch: vfs1.<epoch>.<mac>
+        except (ValueError, IndexError, AttributeError):
+            return
+        if isinstance(pending, dict) and isinstance(pending.get("step"), int):
+            job = target.split("/v1/agent/jobs/", 1)[-1].split("/", 1)[0]
+            self.told.setdefault((job, epoch), []).append((time.time(), int(pending["step"])))
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         for _ in range(len(self.backends)):
@@ -393,7 +411,7 @@ class Watch(threading.Thread):
     """Samples the simulator's instances every 20 ms (labels on two live instances at once) and hooks its
     destroy to look at the disk before it is deleted."""
 
-    def __init__(self, sim: Simulator) -> None:
+    def __init__(self, sim: Simulator, keep_logs: Path | None = None) -> None:
         super().__init__(name="chaos-watch", daemon=True)
         self.sim = sim
         self.stopping = threading.Event()
@@ -410,6 +428,10 @@ class Watch(threading.Thread):
                 disk = sim.runner.sandbox(instance_id) / ".vastfleet" / "ckpt"
                 steps = [s for s, _ in ckpt_dirs(str(disk))]
                 self.destroys.append(DestroySeen(time.time(), instance_id, owner[0], owner[1], max(steps, default=-1)))
+                if keep_logs is not None:  # the instance's log goes with its disk: keep it for the post-mortem
+                    with contextlib.suppress(OSError):
+                        keep_logs.mkdir(exist_ok=True)
+                        shutil.copyfile(sim.runner.log_path(instance_id), keep_logs / f"{instance_id}.log")
             original(instance_id)
 
         market.destroy = destroy  # type: ignore[method-assign]
@@ -491,7 +513,7 @@ class Chaos:
         sim.start_ticker()
         sim_server = SimServer(sim).start()
         admin = SimAdmin(sim_server.url, sim.api_key)
-        watch = Watch(sim)
+        watch = Watch(sim, keep_logs=root / "destroyed" if self.workdir is not None else None)
         watch.start()
         rds = RedisProc(root / "redis")
         rds.start()
@@ -613,9 +635,9 @@ class Chaos:
                     duration = rng.choice((None, rng.uniform(1, 6), rng.uniform(10, 40)))
                     admin.preempt(rng.choice(targets)[0], duration=duration)
                 elif kind == "agent_cut":
-                    proxy.cut(rng.uniform(1, 6))
+                    proxy.cut(rng.uniform(1, 5))
                 elif kind == "storage_refusal":
-                    proxy.refuse_storage(rng.uniform(2, 10))
+                    proxy.refuse_storage(rng.uniform(2, 8))
                 return True
 
             quirks_until: dict[str, float] = {}
@@ -694,7 +716,7 @@ class Chaos:
             settle_s = time.monotonic() - settle_t0
             time.sleep(2 * float(PLANE["pass_interval_s"]) + 0.5)  # one more accrual after the last close
             return self.check(store, client, sim, watch, ckpt_dir, injected, notes, submitted,
-                              time.monotonic() - started, settle_s, servers.starts, proxy.counts)
+                              time.monotonic() - started, settle_s, servers.starts, proxy)
         finally:
             watch.stopping.set()
             if servers is not None:
@@ -711,8 +733,8 @@ class Chaos:
 
     def check(self, store: JobStore, client: redis.Redis, sim: Simulator, watch: Watch, ckpt_dir: Path,
               injected: collections.Counter[str], notes: collections.Counter[str], submitted: list[str],
-              elapsed: float, settle_s: float, server_starts: int, proxy_counts: collections.Counter[str]
-              ) -> dict[str, Any]:
+              elapsed: float, settle_s: float, server_starts: int, proxy: AgentProxy) -> dict[str, Any]:
+        told_of = proxy.told
         jobs: dict[str, Job] = {j.id: j for j in store.list(limit=100_000)}
         for job_id in submitted:
             jobs.setdefault(job_id, store.get(job_id))
@@ -727,12 +749,16 @@ class Chaos:
             counted = _counted(ckpt, job)
             steps_lost += len(set(range(1, want + 1)) - set(counted))
             steps_dup += len(counted) - len(set(counted))
-        unverified = []
+        unverified, unreported = [], []
         for seen in watch.destroys:
             committed = _committed_at(store, seen.job_id, seen.at)
-            if seen.newest_step > committed:
-                unverified.append({"instance": seen.instance_id, "job": seen.job_id, "epoch": seen.epoch,
-                                   "on_disk": seen.newest_step, "committed": committed})
+            if seen.newest_step <= committed:
+                continue
+            told = max((step for at, step in told_of.get((seen.job_id, seen.epoch), []) if at <= seen.at),
+                       default=-1)
+            where = {"instance": seen.instance_id, "job": seen.job_id, "epoch": seen.epoch,
+                     "on_disk": seen.newest_step, "told": told, "committed": committed}
+            (unverified if told > committed else unreported).append(where)
         left = watch.ours()
         billed_jobs = _billed_ours(sim)
         billed = sum(billed_jobs.values())
@@ -748,6 +774,7 @@ class Chaos:
             "steps_duplicated": steps_dup,
             "instances_left": len(left),
             "unverified_destroys": len(unverified),
+            "unreported_destroys": len(unreported),
             "double_rentals": len(watch.doubles),
             "ledger_gap_usd": round(billed - attributed, 4),
             "details": {
@@ -758,9 +785,9 @@ class Chaos:
                 "preemptions": sum(j.preemptions for j in jobs.values()),
                 "destroys_seen": len(watch.destroys), "server_starts": server_starts,
                 "billed_usd": round(billed, 4), "attributed_usd": round(attributed, 4),
-                "lost": lost, "unverified": unverified[:20],
+                "lost": lost, "unverified": unverified[:20], "unreported": unreported[:20],
                 "doubles": {k: sorted(v) for k, v in list(watch.doubles.items())[:20]},
-                "left": [t[0] for t in left], "proxy": dict(proxy_counts), "notes": dict(notes),
+                "left": [t[0] for t in left], "proxy": dict(proxy.counts), "notes": dict(notes),
                 "ledger_gaps": [{"job": j, "gap_usd": g} for g, j in gaps[:5]],
             },
         }
@@ -819,13 +846,15 @@ def report(out: dict[str, Any]) -> str:
         f"steps_duplicated     {out['steps_duplicated']}",
         f"instances_left       {out['instances_left']}",
         f"unverified_destroys  {out['unverified_destroys']}  (of {d['destroys_seen']} destroys)",
+        (f"unreported_destroys  {out['unreported_destroys']}  (a checkpoint written after the agent's last report"
+         " reached the control plane)"),
         f"double_rentals       {out['double_rentals']}",
         (f"ledger_gap_usd       {out['ledger_gap_usd']:+.4f}  (billed ${d['billed_usd']:.4f},"
         f" attributed ${d['attributed_usd']:.4f})"),
     ]
-    if d["lost"] or d["unverified"] or d["doubles"] or d["left"]:
-        lines.append(f"details: lost={d['lost']} unverified={d['unverified']} doubles={d['doubles']}"
-                     f" left={d['left']}")
+    if d["lost"] or d["unverified"] or d["unreported"] or d["doubles"] or d["left"]:
+        lines.append(f"details: lost={d['lost']} unverified={d['unverified']} unreported={d['unreported']}"
+                     f" doubles={d['doubles']} left={d['left']}")
     return "\n".join(lines)
 
 

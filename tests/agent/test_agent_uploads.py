@@ -104,3 +104,38 @@ def test_refused_uploads_name_the_newest_checkpoint_and_are_never_given_up(
     assert not final.is_alive()
     committed = api.store.get(job.id).latest_checkpoint
     assert committed is not None and committed.step == 30, "the final checkpoint is committed, not given up"
+
+
+def test_a_restore_rides_out_storage_refusing_downloads(
+        api: AgentApi, local_store: LocalCheckpointStore, gpu_bin: Path, tmp_path: Path) -> None:
+    """Storage unavailable while a new instance restores: the agent keeps trying (heartbeating) and resumes
+    when it is back, instead of ending the attempt as the host's fault (which, repeated, failed a job for
+    making no progress in the chaos run)."""
+    from tests.agent.conftest import output, replace_instance
+    from vastfleet.spec import JobState
+
+    job = booted(api.store, count_spec(steps=20, every=5, sleep=0.05))
+    first = api.start_agent(job, tmp_path / "first", gpu_bin)
+    wait_for(lambda: (r := api.store.get(job.id).latest_checkpoint) and r.step >= 10, 20, what="a commit")
+    first.kill()
+    first.wait()
+    job = replace_instance(api.store, job.id, 2002)
+    resume = api.store.get(job.id).latest_checkpoint
+    assert resume is not None
+
+    refused = {"count": 0}
+    opened = local_store.open_for_get
+
+    def open_for_get(key: str) -> Path:
+        if refused["count"] < 6:  # more than one restore's own retries
+            refused["count"] += 1
+            raise RetryLater("storage unavailable (the test)", delay=1)
+        return opened(key)
+
+    local_store.open_for_get = open_for_get  # type: ignore[method-assign]
+    proc = api.start_agent(job, tmp_path / "second", gpu_bin)
+    log = output(proc, timeout=120)
+    assert refused["count"] == 6 and "checkpoint restore" in log and "retrying" in log, log
+    done = api.store.get(job.id)
+    assert done.state == JobState.SUCCEEDED and done.epoch == job.epoch, (done.state, done.reason, log)
+    assert f"RESUME from step {resume.step}" in log

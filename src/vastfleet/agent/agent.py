@@ -386,7 +386,7 @@ class Agent:
         self.beat = threading.Thread(target=self.heartbeats, name="heartbeat", daemon=True)
         self.beat.start()  # from the claim on, so a long restore or upload is not taken for a dead agent
         try:
-            resume_dir = self.restore_latest(claim.get("checkpoint"))
+            resume_dir = self.restore_patiently(claim.get("checkpoint"))
             self.sync(final=True)  # directories a previous container of this attempt left behind
         except StopOrder as exc:
             log(f"stopped: {exc}")
@@ -651,6 +651,21 @@ class Agent:
 
     # --- checkpoints --------------------------------------------------------------------------------
 
+    def restore_patiently(self, cp):
+        """restore_latest, tried again while it fails for a reason that passes (storage or the network down)
+        until the agent's patience runs out; the heartbeats go on meanwhile (phase `restoring`)."""
+        deadline = time.time() + self.patience
+        while True:
+            try:
+                return self.restore_latest(cp)
+            except Transient as exc:
+                if self.stopping.is_set():
+                    raise StopOrder("the control plane said stop during the restore")
+                if time.time() >= deadline:
+                    raise
+                log(f"checkpoint restore: {exc} (retrying)")
+                self.stopping.wait(2.0)
+
     def restore_latest(self, cp):
         """Restore the latest checkpoint; one that does not verify is reported, and the previous one the API
         answers is tried instead. Returns the restored directory, or None (starting fresh)."""
@@ -661,8 +676,8 @@ class Agent:
                 log(f"checkpoint step {cp.get('step')} does not verify: {exc}")
                 body = {"step": cp.get("step"), "prefix": cp.get("prefix"), "reason": str(exc)[:1000]}
                 ans = self.api.call("restore-failed", body, 300)
-                if ans.get("verified"):  # intact in storage: this instance could not read it
-                    raise Transient(f"{exc} (the stored checkpoint verifies)")
+                if ans.get("verified"):  # intact in storage: this instance could not read it (its fault)
+                    raise Fatal(f"{exc} (the stored checkpoint verifies)")
                 cp = ans.get("checkpoint")
                 log(f"falling back to checkpoint step {cp['step']}" if cp else "no verified checkpoint is left")
         log("no checkpoint to restore: starting fresh")
