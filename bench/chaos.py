@@ -197,13 +197,20 @@ class AgentProxy:
         self._ready.wait(10)
 
     def stop(self) -> None:
-        def close() -> None:
+        async def shutdown() -> None:  # every relay in flight ends before the loop does
             if self._server is not None:
                 self._server.close()
-            self.loop.stop()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
-        self.loop.call_soon_threadsafe(close)
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+        if not self.thread.is_alive():
+            self.loop.close()
 
     def cut(self, seconds: float) -> None:
         self.cut_until = max(self.cut_until, time.monotonic() + seconds)
@@ -231,7 +238,7 @@ class AgentProxy:
             pass
         finally:
             writer.close()
-            with contextlib.suppress(OSError, RuntimeError):
+            with contextlib.suppress(OSError, RuntimeError, asyncio.CancelledError):
                 await writer.wait_closed()
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
