@@ -63,6 +63,15 @@ def rss_mib(pid: int) -> float | None:
     return None
 
 
+def cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) the process has used."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def quantile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -108,6 +117,8 @@ class Load:
         self.token = secrets.token_urlsafe(24)
         self.agent_secret = secrets.token_hex(32)
         self.tally = Tally()
+        self.cpu: dict[str, Any] = {}
+        self.cpu_at: tuple[list[float | None], float, float] = ([], 0.0, 0.0)
         self.rng = random.Random(7)
 
     # --- the control plane ---
@@ -265,12 +276,19 @@ class Load:
             self.say(f"agents: {len(agents)} claimed in {time.monotonic() - started:.1f}s")
             for proc in servers:
                 rss["claimed"].append(rss_mib(proc.pid))
+            self.cpu_at = ([cpu_s(p.pid) for p in servers], time.process_time(), time.monotonic())
             spec = load_job_spec(COUNT_YAML).model_dump(mode="json")
             t0 = asyncio.get_running_loop().time()
             tasks = [self.run_agent(client, a, t0, warm=self.interval) for a in agents]
             tasks += [self.run_user(client, urls[i % len(urls)], t0, spec) for i in range(self.users)]
             tasks.append(self.watch_lag(t0))
             await asyncio.gather(*tasks)
+            before, mine, wall = self.cpu_at
+            after = [cpu_s(p.pid) for p in servers]
+            self.cpu = {"server_cpu_s": [round(b - a, 1) if a is not None and b is not None else None
+                                         for a, b in zip(before, after, strict=True)],
+                        "client_cpu_s": round(time.process_time() - mine, 1),
+                        "load_wall_s": round(time.monotonic() - wall, 1)}
 
     # --- the whole run ---
 
@@ -318,6 +336,8 @@ class Load:
             "errors": sum(t.errors.values()), "error_kinds": dict(t.errors),
             "client_loop_lag_p99_ms": ms(quantile(t.lag, 0.99)),
             "server_rss_mib": rss,
+            **self.cpu,
+            "machine_load_1m": round(os.getloadavg()[0], 2),
         }
 
 
@@ -336,6 +356,8 @@ def report(out: dict[str, Any]) -> str:
         f"server RSS   started {rss['started']} MiB, agents claimed {rss['claimed']} MiB, end {rss['end']} MiB",
         (f"client loop lag p99 {out['client_loop_lag_p99_ms']} ms (this process; a slow client would read as a"
         " slow server)"),
+        (f"CPU          servers {out['server_cpu_s']} s, this client {out['client_cpu_s']} s, in {out['load_wall_s']} s"
+         f" of load; machine load average {out['machine_load_1m']}"),
     ])
 
 
