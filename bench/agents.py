@@ -372,6 +372,7 @@ def main() -> int:
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a stopped run still ends every process it started
     out = Load(args.agents, args.seconds, args.interval, args.servers, args.checkpoint_every, args.users,
                args.workdir).run()
     print(report(out), file=sys.stderr if args.json else sys.stdout, flush=True)

@@ -549,6 +549,7 @@ class Chaos:
             self.say(f"chaos: workdir {root}; redis {rds.url}; servers {servers.ports}; proxy {proxy.port};"
                      f" faults for {fault_s:.0f}s")
             submitted: list[str] = []
+            active: set[str] = set()  # submitted and not seen terminal yet
             plan = self.schedule(fault_s)
             lease = Lease(client, "scheduler", 1.0, prefix=PREFIX)
             store = JobStore(client, prefix=PREFIX)
@@ -558,13 +559,15 @@ class Chaos:
                     try:
                         with Client(url, token, timeout=10) as api:
                             submitted.append(api.submit(self.spec()).id)
+                            active.add(submitted[-1])
                             return
                     except (VastfleetError, httpx.HTTPError):
                         notes["submit_retried"] += 1
 
             def in_flight() -> int:
                 try:
-                    return sum(1 for j in submitted if not store.get(j).state.terminal)
+                    active.difference_update([j for j in active if store.get(j).state.terminal])
+                    return len(active)
                 except (redis.RedisError, VastfleetError):
                     return self.jobs
 
@@ -663,8 +666,7 @@ class Chaos:
 
             # 1. The storm: jobs kept in flight, faults at their scheduled times.
             t0 = time.monotonic()
-            pending = list(plan)
-            retry_at: dict[int, int] = {}
+            pending = [[at, kind, 0] for at, kind in plan]  # [due, kind, tries without a target]
             next_user = 0.0
             while time.monotonic() - t0 < fault_s or pending:
                 now = time.monotonic() - t0
@@ -677,7 +679,7 @@ class Chaos:
                 due = [p for p in pending if p[0] <= now]
                 for item in due:
                     pending.remove(item)
-                    kind = item[1]
+                    kind = str(item[1])
                     try:
                         done = inject(kind)
                     except (httpx.HTTPError, redis.RedisError, OSError) as exc:
@@ -688,10 +690,8 @@ class Chaos:
                         injected[kind] += 1
                         if sum(injected.values()) % 10 == 0:
                             self.say(f"chaos: {sum(injected.values())} faults at {now:.0f}s: {dict(injected)}")
-                    elif retry_at.get(id(item), 0) < 20 and now < fault_s + 30:  # no target yet: soon again
-                        retry_at[id(item)] = retry_at.get(id(item), 0) + 1
-                        pending.append((now + 1.0, kind))
-                        retry_at[id(pending[-1])] = retry_at.pop(id(item))
+                    elif int(item[2]) < 20 and now < fault_s + 30:  # no target yet: a moment later
+                        pending.append([now + 1.0, kind, int(item[2]) + 1])
                     else:
                         notes[f"no_target:{kind}"] += 1
                 time.sleep(0.1)
@@ -880,6 +880,7 @@ def main() -> int:
     ap.add_argument("--workdir", type=Path, default=None, help="keep logs, AOF and sandboxes here")
     ap.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a stopped run still ends every process it started
     out = Chaos(minutes=args.minutes, seed=args.seed, jobs=args.jobs, faults_per_minute=args.faults_per_minute,
                 workdir=args.workdir).run()
     print(report(out), file=sys.stderr if args.json else sys.stdout, flush=True)
