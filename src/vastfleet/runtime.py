@@ -72,6 +72,7 @@ class Settings(BaseSettings):
     # marketplace
     vast_api_key: str = ""  # empty: VAST_API_KEY or the vastai key file, server from VASTFLEET_MARKET_URL
     vast_url: str = "https://console.vast.ai"  # with vast_api_key
+    vast_timeout_s: float = 30.0  # one marketplace request's bound (a slow answer counts as a failure)
     # secrets of the control plane (never sent to an instance)
     # empty: made once and kept in <data_dir>/secrets (a split control plane sets both, shared by its parts)
     agent_secret: str = ""
@@ -129,6 +130,27 @@ def _quiet_worker_class() -> Any:
             return None
 
     return ThreadWorker
+
+
+def work_loop(worker: Any, stop: threading.Event, idle_s: float = 0.1, outage_s: float = 1.0) -> None:
+    """An action worker's loop: drain the queues, wait a moment, again, until `stop`. Redis unreachable (a
+    restart, a failover) is one warning per outage, retried every `outage_s`, not a traceback every pass."""
+    outage = False
+    while not stop.is_set():
+        try:
+            worker.work(burst=True, logging_level="WARNING")
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if not outage:
+                log.warning("action worker: Redis unreachable (%s); retrying every %.0f s", exc, outage_s)
+            outage = True
+            stop.wait(outage_s)
+            continue
+        except Exception:
+            log.exception("action worker failed")
+        if outage:
+            log.info("action worker: Redis reachable again")
+            outage = False
+        stop.wait(idle_s)
 
 
 class Runtime:
@@ -206,8 +228,9 @@ class Runtime:
 
         if not self.settings.vast_api_key:
             # Where the vastai package looks: VAST_API_KEY, then its key file; VASTFLEET_MARKET_URL for the server.
-            return marketplace_from_env(on_call=on_call)
-        return VastMarketplace(self.settings.vast_api_key, self.settings.vast_url, on_call=on_call)
+            return marketplace_from_env(on_call=on_call, timeout_s=self.settings.vast_timeout_s)
+        return VastMarketplace(self.settings.vast_api_key, self.settings.vast_url, on_call=on_call,
+                               timeout_s=self.settings.vast_timeout_s)
 
     def _checkpoint_store(self) -> Any:
         s = self.settings
@@ -333,16 +356,8 @@ class Runtime:
         queues = [Queue(name, connection=conn) for name in ACTION_QUEUES]
         worker = _quiet_worker_class()(queues, connection=conn, name=f"{self.context_key}-{secrets.token_hex(3)}-w{index}")
         stop = threading.Event()
-
-        def run() -> None:
-            while not stop.is_set():
-                try:
-                    worker.work(burst=True, logging_level="WARNING")
-                except Exception:
-                    log.exception("action worker failed")
-                stop.wait(0.1)
-
-        thread = threading.Thread(target=run, name=f"vastfleet-worker-{index}", daemon=True)
+        thread = threading.Thread(target=work_loop, args=(worker, stop), name=f"vastfleet-worker-{index}",
+                                  daemon=True)
         thread.start()
         self._workers.append((thread, stop, worker))
 

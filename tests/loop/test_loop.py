@@ -207,3 +207,56 @@ def test_a_running_bid_is_lowered_in_place_when_the_lowest_running_bid_falls(red
     beat(redis_client, job, clock.now)
     loop.run_pass()
     assert "change_bid" not in market.methods_called(), "the same bid is not set twice"
+
+
+def test_a_pass_that_lost_the_lead_while_it_observed_drops_no_salvage_and_books_no_spend(redis_client) -> None:
+    """Found by bench/chaos.py: a scheduler whose observation outlived its lease (a slow marketplace) read the
+    jobs before the new leader interrupted an attempt and started salvaging its disk; it then dropped that
+    salvage record as stale, and the new leader destroyed the disk with the checkpoint. It also accrued the
+    spend of an interval the new leader accrues too. Neither may happen: only the leader writes."""
+    from vastfleet.scheduler.salvage import Salvages
+    from vastfleet.scheduler.spend import SpendLedger
+    from vastfleet.scheduler.supervise import PendingCheckpoint
+
+    market, clock = RecordingMarketplace([make_offer(1)]), FakeClock(1_000_000.0)
+    store, a = build(redis_client, market, clock)
+    _, b = build(redis_client, market, clock)
+    b.owner = "other"
+    ledger = SpendLedger(redis_client, clock=clock)
+    for loop in (a, b):
+        loop.config = LoopConfig(interval_s=0.01, lease_ttl_s=3.0,
+                                 params=PlanParams(timings=loop.config.params.timings, outbid_wait_s=4, salvage=True))
+        loop.lease.ttl_s = 3.0
+        loop.ctx.spend = ledger
+    job = store.submit(make_spec(interruptible="never"))
+    a.run_pass()
+    iid = store.get(job.id).instance_id
+    market.instances[iid] = market.instances[iid].model_copy(
+        update={"actual_status": "running", "dph_base": 0.5, "storage_dph": 0.01})
+    beat(redis_client, store.get(job.id), clock.now)
+    a.run_pass()
+    job = store.get(job.id)
+    assert job.state == S.RUNNING
+    booked = ledger.total()
+
+    listing = market.list_instances
+    armed = [True]
+
+    def slow_listing(label: str | None = None) -> list:
+        rows = listing(label)
+        if armed and armed.pop():  # while a observes: its lease runs out, b leads, interrupts and salvages
+            clock.now += 10
+            assert b.lease.acquire(b.owner) is not None
+            store.transition(job.id, S.INTERRUPTED, "b: host offline", expected_epoch=job.epoch)
+            Salvages(redis_client).start(job.id, job.epoch, iid, PendingCheckpoint(12, "step-12", "a" * 12, 1, 9),
+                                         clock.now)
+        return rows
+
+    market.list_instances = slow_listing  # type: ignore[method-assign]
+    result = a.run_pass()
+    assert not result.applied or result.applied.transitions == 0
+    rec = Salvages(redis_client).get(job.id)
+    assert rec is not None and rec.status == "queued", "the stale pass kept its hands off the salvage"
+    assert ledger.total() == pytest.approx(booked), "and off the books"
+    b.run_pass()  # the leader: the salvage goes on, the disk is kept
+    assert iid in market.instances and store.get(job.id).state == S.INTERRUPTED

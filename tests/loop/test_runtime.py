@@ -50,3 +50,43 @@ def test_the_scheduler_needs_a_marketplace_key_and_leaves_nothing_running(
     with pytest.raises(MarketAuthError, match="no vast.ai API key"):
         runtime.start()
     assert runtime.embedded is None and runtime.loop is None, "a failed start stops what it had started"
+
+
+def test_an_action_worker_rides_out_a_redis_restart_with_one_warning(
+        tmp_path, caplog: pytest.LogCaptureFixture) -> None:
+    """Redis restarted under a real RQ worker: one warning for the outage (not a traceback every 0.1 s),
+    one line when it is back, and the worker takes jobs again."""
+    import threading
+
+    import redis
+    from rq import Queue
+
+    from tests.helpers import RedisServer
+
+    server = RedisServer(tmp_path / "redis").start()
+    conn = redis.Redis.from_url(server.url)
+    queue = Queue("vastfleet-test", connection=conn)
+    worker = rt_module._quiet_worker_class()([queue], connection=conn, name="outage-test")
+    stop = threading.Event()
+    thread = threading.Thread(target=rt_module.work_loop, args=(worker, stop, 0.02, 0.05), daemon=True)
+    try:
+        with caplog.at_level(logging.INFO, logger="vastfleet.runtime"):
+            thread.start()
+            first = queue.enqueue("operator.add", 2, 3)
+            wait_for(lambda: first.get_status(refresh=True) == "finished", 20, what="a job before the outage")
+            server.kill9()
+            wait_for(lambda: "Redis unreachable" in caplog.text, 20, what="the outage to be noticed")
+            server.start()  # the same port and AOF
+            again = queue.enqueue("operator.add", 4, 5)
+            wait_for(lambda: again.get_status(refresh=True) == "finished", 20, what="a job after the restart")
+            wait_for(lambda: "reachable again" in caplog.text, 20, what="the recovery to be told")
+        assert again.return_value() == 9
+        outage = [r for r in caplog.records if "Redis unreachable" in r.getMessage()]
+        assert len(outage) == 1, [r.getMessage() for r in outage]
+        assert not [r for r in caplog.records if r.exc_info], "no traceback for an outage"
+    finally:
+        stop.set()
+        worker._stop_requested = True
+        thread.join(10)
+        conn.close()
+        server.stop()

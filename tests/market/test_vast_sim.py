@@ -195,6 +195,28 @@ def test_create_is_not_repeated_after_a_server_error(
     assert calls.codes("create_instance") == ["502", "429", "ok"] and market.get_instance(iid) is not None
 
 
+def test_a_create_answered_too_late_is_not_repeated_and_is_found_by_its_label(
+    vsim: SimHandle, calls: CallLog
+) -> None:
+    """vast's API can act on a call whose answer the client gave up on: a slow answer (the simulator holds it
+    past the client's timeout, then serves it) reads as a timeout, is not tried again, and the rental it made
+    shows in the listing under its label (what the create action adopts)."""
+    slow = VastMarketplace(vsim.api_key, vsim.url, retry=RetryPolicy.fast(attempts=3), timeout_s=0.3,
+                           on_call=lambda *c: calls.append(c))
+    offer = cheapest(slow)[0]
+    vsim.admin.fault(0, count=1, path="/api/v0/asks", method="PUT", delay=1.5)
+    with pytest.raises(MarketUnavailable):
+        slow.create_instance(offer.id, request(label="vf:slow:1"))
+    assert calls.codes("create_instance") == ["timeout"]
+    found = wait_for(lambda: slow.list_instances(label="vf:slow:1"), 10, what="the held create to be served")
+    assert len(found) == 1
+    creates = [r for r in vsim.admin.requests()["log"] if r["method"] == "PUT" and r["path"].startswith("/api/v0/asks/")]
+    assert len(creates) == 1
+    vsim.admin.fault(503, count=1, path="/api/v1/instances", delay=0.1)  # held, then refused
+    assert slow.list_instances() != []
+    assert calls.codes("list_instances")[-2:] == ["503", "ok"]
+
+
 def test_the_adapter_never_prints(
     vsim: SimHandle, market: VastMarketplace, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -161,7 +161,9 @@ def put_file(url, headers, path, size, tries=4):
                 return  # the object is already stored (write-once); the commit verifies its bytes
             if code == 403:
                 raise Denied(f"upload to {where(url)} refused")
-            if attempt == tries - 1 or (code is not None and 400 <= code < 500 and code != 429):
+            if code is not None and 400 <= code < 500 and code != 429:  # refused for good: the step's fault
+                raise Rejected(f"upload to {where(url)} refused: {code}")
+            if attempt == tries - 1:  # storage unavailable: tried again later, never held against the step
                 raise Transient(f"upload to {where(url)} failed: {code or exc}")
             time.sleep((2**attempt) * (0.5 + random.random()))
 
@@ -335,7 +337,7 @@ class Agent:
         self.stopping = threading.Event()  # the control plane said stop: write nothing more
         self.done = threading.Event()  # the command is over: heartbeats end
         self.terminated = False  # SIGTERM: the container is going down; no finish
-        self.committed, self.committed_dir, self.rejects, self.pending = -1, None, {}, None
+        self.committed, self.committed_dir, self.rejects, self.pending, self.hashes = -1, None, {}, None, {}
         self.hb_interval, self.poll, self.ckpt_interval, self.requested = 5.0, 1.0, 600.0, 0
         self.guard = None
         self.beat = None
@@ -384,7 +386,7 @@ class Agent:
         self.beat = threading.Thread(target=self.heartbeats, name="heartbeat", daemon=True)
         self.beat.start()  # from the claim on, so a long restore or upload is not taken for a dead agent
         try:
-            resume_dir = self.restore_latest(claim.get("checkpoint"))
+            resume_dir = self.restore_patiently(claim.get("checkpoint"))
             self.sync(final=True)  # directories a previous container of this attempt left behind
         except StopOrder as exc:
             log(f"stopped: {exc}")
@@ -649,6 +651,21 @@ class Agent:
 
     # --- checkpoints --------------------------------------------------------------------------------
 
+    def restore_patiently(self, cp):
+        """restore_latest, tried again while it fails for a reason that passes (storage or the network down)
+        until the agent's patience runs out; the heartbeats go on meanwhile (phase `restoring`)."""
+        deadline = time.time() + self.patience
+        while True:
+            try:
+                return self.restore_latest(cp)
+            except Transient as exc:
+                if self.stopping.is_set():
+                    raise StopOrder("the control plane said stop during the restore")
+                if time.time() >= deadline:
+                    raise
+                log(f"checkpoint restore: {exc} (retrying)")
+                self.stopping.wait(2.0)
+
     def restore_latest(self, cp):
         """Restore the latest checkpoint; one that does not verify is reported, and the previous one the API
         answers is tried instead. Returns the restored directory, or None (starting fresh)."""
@@ -659,8 +676,8 @@ class Agent:
                 log(f"checkpoint step {cp.get('step')} does not verify: {exc}")
                 body = {"step": cp.get("step"), "prefix": cp.get("prefix"), "reason": str(exc)[:1000]}
                 ans = self.api.call("restore-failed", body, 300)
-                if ans.get("verified"):  # intact in storage: this instance could not read it
-                    raise Transient(f"{exc} (the stored checkpoint verifies)")
+                if ans.get("verified"):  # intact in storage: this instance could not read it (its fault)
+                    raise Fatal(f"{exc} (the stored checkpoint verifies)")
                 cp = ans.get("checkpoint")
                 log(f"falling back to checkpoint step {cp['step']}" if cp else "no verified checkpoint is left")
         log("no checkpoint to restore: starting fresh")
@@ -700,23 +717,33 @@ class Agent:
         return [(s, p) for s, p in ckpt_dirs(self.ckpt_dir) if s > self.committed and self.rejects.get(s, 0) < MAX_REJECTS]
 
     def sync(self, final=False):
-        """Upload and commit the newest complete directory above the last commit (all of them if final)."""
+        """Upload and commit the newest complete directory above the last commit (all of them if final).
+        While the job runs, a failing upload is given up quickly (the next poll tries again): a newer
+        checkpoint written meanwhile is the one uploaded next, and the one heartbeats name as pending."""
         while not self.stopping.is_set():
             pending = self.unsent()
             if not pending:
                 return
             step, path = pending[-1]
             if not final:
-                return self.upload(step, path)
+                return self.upload(step, path, quick=True)
             try:
                 self.upload(step, path)
             except Transient as exc:
                 log(f"{exc} (retrying)")
                 time.sleep(1.0)
 
-    def upload(self, step, path):
+    def hashed(self, path):
+        """dir_files(path), kept while the directory is unchanged (a retry does not hash a big one again)."""
+        st = os.lstat(path)
+        key = (path, st.st_ino, st.st_mtime_ns)
+        if self.hashes.get(path, (None,))[0] != key:
+            self.hashes = {path: (key, dir_files(path))}
+        return self.hashes[path][1]
+
+    def upload(self, step, path, quick=False):
         try:
-            files = dir_files(path)
+            files = self.hashed(path)
         except OSError as exc:
             files = {}
             log(f"checkpoint {path} cannot be read: {exc}")
@@ -734,14 +761,15 @@ class Agent:
         self.pending = {"step": step, "dir": os.path.basename(path), "digest": digest[:12], "files": len(files),
                         "bytes": sum(m["size"] for m in files.values())}
         try:
-            ans = self.api.call("presign-upload", manifest, 120)
+            ans = self.api.call("presign-upload", manifest, max(2.0, 2 * self.poll) if quick else 120)
             urls = ans.get("files") or {}
             for rel, meta in sorted(files.items()) if not ans.get("committed") else ():
                 if self.stopping.is_set():
                     return
                 src = os.path.join(path, *rel.split("/"))
                 try:
-                    put_file(urls[rel]["url"], urls[rel].get("headers") or {}, src, meta["size"])
+                    put_file(urls[rel]["url"], urls[rel].get("headers") or {}, src, meta["size"],
+                             2 if quick else 4)
                 except Denied:  # the URLs expired during a long upload: fresh ones, once
                     urls = self.api.call("presign-upload", manifest, 120).get("files") or {}
                     put_file(urls[rel]["url"], urls[rel].get("headers") or {}, src, meta["size"])
@@ -749,7 +777,9 @@ class Agent:
                 return
             if not ans.get("committed"):
                 self.api.call("commit", manifest, 120, timeout=900)  # the API reads big objects back
-        except (Rejected, Transient, Denied, OSError, KeyError) as exc:
+        except Transient as exc:  # storage or the API unavailable: not the checkpoint's fault, never given up
+            raise Transient(f"checkpoint step {step} not committed yet: {exc}")
+        except (Rejected, Denied, OSError, KeyError) as exc:
             self.rejects[step] = self.rejects.get(step, 0) + 1
             raise Transient(
                 f"checkpoint step {step} not committed ({self.rejects[step]}/{MAX_REJECTS}): {exc}"

@@ -8,7 +8,9 @@ the key an upload of it would have had. The control plane then lists and hashes 
 that manifest's digest is the agent's does it commit the checkpoint (the Iron Law: verified off-box first);
 the job is then re-queued from it and the instance destroyed. Every other outcome is a rule with its reason:
 no copy after `tries` attempts or `timeout` seconds, a copy that does not verify; the job is re-queued from
-its last committed checkpoint, and the instance destroyed all the same (never left stopped).
+its last committed checkpoint, and the instance destroyed all the same (never left stopped). A copy the
+marketplace could not run at all (the host offline, the API failing) counts no try: the disk is still there,
+so it is tried again at the next pass until the timeout; an instance gone is given up at once.
 
 State in Redis: `{prefix}:salvage`, a hash job id -> JSON record of its attempt's salvage (queued, done,
 failed). The action runs on an RQ worker (the `vastfleet-salvage` queue) or inline; one at a time per job.
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING, Literal
 
 import redis
 
-from vastfleet.errors import StaleEpoch, VastfleetError
+from vastfleet.errors import InstanceGone, RetryLater, StaleEpoch, VastfleetError
 from vastfleet.logs import event
 from vastfleet.spec.job import CheckpointRef
 from vastfleet.storage.manifest import FileEntry, Manifest, checkpoint_prefix
@@ -100,8 +102,14 @@ def salvage(ctx: ActionContext, job_id: str, tries: int = 3) -> str:
         rec = replace(rec, tries=rec.tries + 1)
         try:
             step = _copy_verify_commit(ctx, job_id, rec)
+        except _NotNow as exc:  # the copy never ran: no try spent, the plan's timeout bounds the waiting
+            reason = f"salvage of checkpoint step {rec.step} waits: {exc}"
+            book.save(job_id, replace(rec, tries=rec.tries - 1, reason=reason))
+            event(log, "salvage waits", reason, job=job_id, epoch=rec.epoch, instance=rec.instance_id)
+            return "queued"
         except (VastfleetError, OSError, ValueError) as exc:
-            status: Literal["queued", "failed"] = "failed" if rec.tries >= tries else "queued"
+            gone = isinstance(exc, InstanceGone)
+            status: Literal["queued", "failed"] = "failed" if rec.tries >= tries or gone else "queued"
             reason = f"salvage of checkpoint step {rec.step} failed ({rec.tries} of {tries} tries): {exc}"
             book.save(job_id, replace(rec, status=status, reason=reason))
             event(log, "salvage failed", reason, job=job_id, epoch=rec.epoch, instance=rec.instance_id)
@@ -121,8 +129,17 @@ def _copy_verify_commit(ctx: ActionContext, job_id: str, rec: SalvageRecord) -> 
     if ctx.ckpt is None or not ctx.salvage_connection:
         raise ValueError("no checkpoint store or cloud connection to salvage into")
     prefix = checkpoint_prefix(job_id, rec.epoch, rec.step, rec.digest)
-    cost = ctx.market.cloud_copy(rec.instance_id, f"{CKPT_DIR}/{rec.dir}", ctx.salvage_root + prefix,
-                                 ctx.salvage_connection, to_cloud=True)
+    try:
+        cost = ctx.market.cloud_copy(rec.instance_id, f"{CKPT_DIR}/{rec.dir}", ctx.salvage_root + prefix,
+                                     ctx.salvage_connection, to_cloud=True)
+    except RetryLater as exc:  # vast's API failing (429, 5xx, timeouts): the copy never ran
+        raise _NotNow(f"the marketplace could not copy off instance {rec.instance_id} now ({exc})") from None
+    except InstanceGone:
+        raise
+    except VastfleetError:
+        if _host_offline(ctx, rec.instance_id):  # refused while its host is down: the disk comes back with it
+            raise _NotNow(f"instance {rec.instance_id}'s host is offline") from None
+        raise
     if cost and ctx.spend is not None:
         ctx.spend.add(job_id, cost)
     files: dict[str, FileEntry] = {}
@@ -143,6 +160,18 @@ def _copy_verify_commit(ctx: ActionContext, job_id: str, rec: SalvageRecord) -> 
     except StaleEpoch:
         raise ValueError("the job moved on before the copy was committed") from None
     return rec.step
+
+
+def _host_offline(ctx: ActionContext, instance_id: int) -> bool:
+    try:
+        inst = ctx.market.get_instance(instance_id)
+    except VastfleetError:
+        return False
+    return inst is not None and (inst.actual_status or "").lower() == "offline"
+
+
+class _NotNow(Exception):
+    """The cloud copy could not run now; the disk is still there."""
 
 
 def _note(ctx: ActionContext, job_id: str, kind: str, reason: str, rec: SalvageRecord) -> None:

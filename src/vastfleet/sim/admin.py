@@ -226,14 +226,18 @@ def tick(call: Call) -> Any:
 @admin("POST", "/sim/v1/faults/")
 def add_fault(call: Call) -> Any:
     status = int(_num(call.body, "status") or 0)
-    if not 400 <= status <= 599:
-        raise SimError(400, "invalid_args", "status must be an HTTP error status (400-599).")
+    delay = float(_num(call.body, "delay") or 0.0)
+    if delay < 0 or delay > 600:
+        raise SimError(400, "invalid_args", "delay must be between 0 and 600 seconds.")
+    if not (400 <= status <= 599 or (status == 0 and delay > 0)):
+        raise SimError(400, "invalid_args", "status must be an HTTP error status (400-599), or 0 with a delay.")
     call.sim.gate.add_fault(
         status,
         int(_num(call.body, "count", 1) or 1),
         call.body.get("path"),
         call.body.get("method"),
         bool(call.body.get("text")),
+        delay,
     )
     return {"success": True}
 

@@ -97,11 +97,14 @@ class SimAdmin:
         path: str | None = None,
         method: str | None = None,
         text: bool = False,
+        delay: float = 0.0,
     ) -> dict[str, Any]:
+        """The next `count` matching calls answer `status`; with `delay`, each is held that long first
+        (status 0 with a delay: held, then served as usual, a slow answer)."""
         return self._call(
             "POST",
             "/faults/",
-            {"status": status, "count": count, "path": path, "method": method, "text": text},
+            {"status": status, "count": count, "path": path, "method": method, "text": text, "delay": delay},
         )
 
     def clear_faults(self) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The request gate of the simulated API: injected faults, rate limits and 5xx bursts, and a request log.
 
 Before a vast route runs, `Gate.check` may answer instead: a fault queued by a test (`POST /sim/v1/faults`:
-the next N matching calls get status S), a 429 when the `rate_limits` quirk is on and the same endpoint was
+the next N matching calls get status S, or are held `delay` seconds first: a slow answer, which a client
+with a shorter timeout never sees while the simulator still acts on the call, as vast's API does), a 429 when the `rate_limits` quirk is on and the same endpoint was
 called again within `rate_limit_interval`, or a random 5xx when `error_bursts` is on. Every call is logged
 (method, route, status) so tests can count the client's retries. Holds no market state.
 """
@@ -24,6 +25,17 @@ class Fault:
     path: str | None  # a prefix of the request path; None = any vast route
     method: str | None
     text_body: bool  # answer text/plain instead of JSON (vast's 429s are sometimes text)
+    delay: float = 0.0  # hold the call this long before answering (status 0: then serve it as usual)
+
+
+@dataclass(frozen=True)
+class Hold:
+    """What the gate says about one call: wait `delay` seconds, then answer `status` (0: serve the call)."""
+
+    delay: float
+    status: int = 0
+    body: Any = None
+    as_text: bool = False
 
 
 class Gate:
@@ -43,10 +55,12 @@ class Gate:
         path: str | None = None,
         method: str | None = None,
         text_body: bool = False,
+        delay: float = 0.0,
     ) -> None:
         with self.lock:
             self.faults.append(
-                Fault(int(status), int(count), path, method.upper() if method else None, text_body)
+                Fault(int(status), int(count), path, method.upper() if method else None, text_body,
+                      max(0.0, float(delay)))
             )
 
     def clear(self) -> None:
@@ -54,8 +68,8 @@ class Gate:
             self.faults.clear()
             self.last_call.clear()
 
-    def check(self, method: str, path: str, route: str, caller: str) -> tuple[int, Any, bool] | None:
-        """None to go on, or (status, body, as_text) to answer instead."""
+    def check(self, method: str, path: str, route: str, caller: str) -> Hold | tuple[int, Any, bool] | None:
+        """None to go on, (status, body, as_text) to answer instead, or a `Hold`: wait, then answer or go on."""
         with self.lock:
             for fault in self.faults:
                 if (
@@ -65,6 +79,9 @@ class Gate:
                 ):
                     fault.remaining -= 1
                     self.faults = [f for f in self.faults if f.remaining > 0]
+                    if fault.delay > 0:
+                        body = _fault_body(fault.status) if fault.status else None
+                        return Hold(fault.delay, fault.status, body, fault.text_body)
                     return fault.status, _fault_body(fault.status), fault.text_body
             quirks, knobs = self.market.quirks, self.market.knobs
             now = self.market.clock()

@@ -9,6 +9,7 @@ Admin routes (`/sim/v1/...`) come from `admin.py`. Holds the market's lock aroun
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
 import json
@@ -29,6 +30,7 @@ from vastfleet.sim import cloud
 from vastfleet.sim.entities import SimError
 from vastfleet.sim.fields import instance_row, offer_row
 from vastfleet.sim.query import CONTROL_KEYS, matches, order_rows
+from vastfleet.sim.quirks import Hold
 from vastfleet.sim.simulator import Simulator
 
 
@@ -385,16 +387,19 @@ async def dispatch(request: Request) -> Response:
     if auth and not _authorized(request, sim.api_key):
         sim.gate.record(method, path, name, 401)
         return JsonResponse({"success": False, "error": "auth_error", "msg": "Invalid user key"}, 401)
+    raw = await request.body()  # read first: a held call's client may be gone by the time it is served
     if not path.startswith("/sim/"):
         caller = request.headers.get("authorization", "") or request.query_params.get("api_key", "")
         answer = sim.gate.check(method, path, name, caller)
+        if isinstance(answer, Hold):  # a slow answer: held, then answered with an error or served as usual
+            await asyncio.sleep(answer.delay)
+            answer = None if not answer.status else (answer.status, answer.body, answer.as_text)
         if answer is not None:
             status, body, as_text = answer
             sim.gate.record(method, path, name, status)
             if as_text:
                 return PlainTextResponse(body["msg"], status)
             return JsonResponse(body, status)
-    raw = await request.body()
     try:
         body = json.loads(raw) if raw.strip() else {}
     except ValueError:
