@@ -155,6 +155,7 @@ class SchedulerLoop:
         self._balance_at = float("-inf")
         self.reasons = PendingReasons(store, ctx.prefix)  # why a pending job has no offer, on its record
         self.waits = TeardownWaits(ctx.prefix, store)  # instances teardown keeps, logged once each
+        self._stale_salvages: list[str] = []  # read by observe, dropped only by a pass that still leads
 
     # --- leadership -----------------------------------------------------------------------------------
 
@@ -204,6 +205,13 @@ class SchedulerLoop:
                 result.error = "marketplace listing failed: observation error, nothing decided"
                 return result
             result.observed = True
+            if not self._fenced():
+                # a slow observation outlived the lease: another scheduler leads now, and only the leader
+                # writes (salvage records, the spend books, transitions)
+                result.error = "lost the lead while observing: nothing written"
+                log.warning("scheduler %s %s", self.owner, result.error)
+                return result
+            self._forget_salvages()
             now = self.clock()
             snap = self._account(market, snap, now)
             self._exclude(snap, now)
@@ -289,14 +297,17 @@ class SchedulerLoop:
                         salvages=salvages)
 
     def _salvages(self, jobs: dict[str, Job]) -> dict[str, SalvageRecord]:
-        """The salvages of attempts still interrupted; the records of the others are dropped."""
-        book = Salvages(self.redis, self.ctx.prefix)
-        records = book.all()
+        """The salvages of attempts still interrupted (the others are dropped once the pass knows it leads)."""
+        records = Salvages(self.redis, self.ctx.prefix).all()
         live = {j: r for j, r in records.items() if j in jobs and jobs[j].epoch == r.epoch
                 and jobs[j].state == JobState.INTERRUPTED}
-        book.forget([j for j in records if j not in live and (j not in jobs or jobs[j].epoch != records[j].epoch
-                                                             or jobs[j].state != JobState.INTERRUPTED)])
+        self._stale_salvages = [j for j in records if j not in live]
         return live
+
+    def _forget_salvages(self) -> None:
+        stale, self._stale_salvages = self._stale_salvages, []
+        if stale:
+            Salvages(self.redis, self.ctx.prefix).forget(stale)
 
     def _quarantined_at(self, job_id: str) -> float:
         try:
