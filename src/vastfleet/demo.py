@@ -33,6 +33,7 @@ from vastfleet.runtime import Runtime, Settings, build_runtime
 from vastfleet.scheduler.labels import parse_label
 from vastfleet.spec.job import Job, JobState
 from vastfleet.spec.jobspec import JobSpec, load_job_spec
+from vastfleet.storage.manifest import object_key
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "count.yaml"
 
@@ -154,7 +155,8 @@ class Demo:
         rel = next((r for r in ref.files if r.endswith("state.json")), None)
         if rel is None:
             return STEPS, 0
-        counted = json.loads(self.runtime.ckpt.path_for(ref.prefix + rel).read_text()).get("counted", [])
+        key = object_key(ref.prefix, rel, ref.files[rel])  # a reused object lives under an earlier checkpoint
+        counted = json.loads(self.runtime.ckpt.path_for(key).read_text()).get("counted", [])
         lost = len(set(range(1, STEPS + 1)) - set(counted))
         return lost, len(counted) - len(set(counted))
 

@@ -236,8 +236,9 @@ def decide(snap: Snapshot, now: float, params: PlanParams = PlanParams(),
         for p in place(pending, snap.offers, now, holdings=holdings):
             job = snap.jobs[p.job_id]
             cost = p.price if math.isfinite(p.price) else None
+            offer = next((o for o in snap.offers.get(job.id, ()) if o.id == p.offer_id), None)
             fields = {"offer_id": p.offer_id, "bid": p.bid, "instance_id": None, "offer_dph": p.offer_dph,
-                      "machine_id": p.machine_id,
+                      "machine_id": p.machine_id, "offer_cpus": offer.cpu_cores_effective if offer else None,
                       "expected_cost_usd": cost, "rebids": 0, "rebid_at": None, "paused_at": None}
             plan.actions.append(Transition(job.id, S.PLACING, p.reason or "placed", job.epoch, fields))
             plan.actions.append(Create(job.id, job.epoch + 1, p.offer_id, p.bid, p.reason))
