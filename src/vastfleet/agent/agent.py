@@ -281,16 +281,27 @@ def ray_names(value, out):
 
 
 def ray_tree(run, snap, top):
-    """{relpath below top: {size, sha256}} of Ray's run directory as its snapshot sees it: a directory counts
-    when the snapshot names it (a checkpoint Ray is still writing or has dropped does not), with every file
-    in it; links are never followed. None while the snapshot does not parse (Ray is writing it)."""
+    """{relpath below top: {size, sha256}} of Ray's run directory as its snapshot sees it, or None while the
+    snapshot does not parse (Ray is writing it). A directory below the run counts when the snapshot names its
+    path (an absolute path ending in it will do: the run may have moved), so a checkpoint Ray is still
+    writing, or has dropped, does not. One that counts holds files that count; its subdirectories count too,
+    all of them when the snapshot names nothing inside it (a checkpoint), else the named ones only (a Tune
+    trial). Links are never followed."""
     try:
         with open_file(snap) as fh:
-            names = {p for n in ray_names(json.loads(fh.read()), set()) for p in str(n).split("/")}
-        files = {}
-        for here, dirs, fnames in os.walk(run):
-            dirs[:] = [d for d in dirs if d in names and not os.path.islink(os.path.join(here, d))]
-            for name in fnames:
+            strings = ray_names(json.loads(fh.read()), set())
+        paths = set()
+        for parts in (str(n).strip("/").split("/") for n in strings):
+            paths.update("/".join(parts[i:]) for i in range(len(parts)))
+        inner = {p.rsplit("/", 1)[0] for p in paths if "/" in p}  # every prefix of a path (paths has suffixes)
+        files, whole = {}, set()
+        for here, dirs, names in os.walk(run):
+            rel = os.path.relpath(here, run).replace(os.sep, "/")
+            rel = "" if rel == "." else rel + "/"
+            kept = [d for d in dirs if not os.path.islink(os.path.join(here, d)) and (rel in whole or rel + d in paths)]
+            whole.update(rel + d + "/" for d in kept if rel in whole or rel + d not in inner)
+            dirs[:] = kept
+            for name in names:
                 path = os.path.join(here, name)
                 if not os.path.islink(path) and os.path.isfile(path):
                     files[os.path.relpath(path, top).replace(os.sep, "/")] = digest(path)
@@ -949,8 +960,10 @@ def guard(argv):
         except OSError:
             pass
         if child.poll() is None:
-            if os.environ.get("VASTFLEET_RAY_HEAD"):  # Ray's workers live in process groups of their own
-                sweep("VASTFLEET_RAY_HEAD=" + os.environ["VASTFLEET_RAY_HEAD"])
+            ray_tmp = os.environ.get("VASTFLEET_RAY_HEAD")
+            if ray_tmp:  # Ray's workers live in process groups of their own
+                sweep("VASTFLEET_RAY_HEAD=" + ray_tmp)
+                shutil.rmtree(ray_tmp, ignore_errors=True)
             os.killpg(0, signal.SIGKILL)
 
     threading.Thread(target=watch, daemon=True).start()
