@@ -145,3 +145,14 @@ def test_the_offers_effective_cores_reach_the_instance_env() -> None:
 
     assert agent_env("http://api:1", "t", "j", 1, cpus=12.8)["VASTFLEET_CPUS"] == "12"
     assert "VASTFLEET_CPUS" not in agent_env("http://api:1", "t", "j", 1)  # unknown: Ray counts them itself
+
+
+def test_the_ray_examples_embed_their_scripts() -> None:
+    from vastfleet.spec import load_job_spec
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    for name, marker in (("ray_train", "RAY_TRAIN_EOF"), ("ray_tune", "RAY_TUNE_EOF")):
+        spec = load_job_spec(examples / f"{name}.yaml")
+        assert spec.setup is not None and spec.runtime.value == "ray" and f"{name}.py" in spec.run
+        embedded = spec.setup.split("\n", 1)[1].rsplit(f"\n{marker}", 1)[0]
+        assert embedded == (examples / f"{name}.py").read_text().rstrip("\n"), f"{name}.yaml's copy differs"

@@ -21,8 +21,10 @@ that kills the job's process group if the agent dies. Checkpoint dirs (or files 
 leading out of the dir are skipped, never uploaded. A job that cannot even start (bad env, exec error) and
 any unexpected failure of the agent are reported through finish as the job's fault. Heartbeat answers:
 continue | checkpoint | stop; on stop, or a 409 on any call, the agent kills the job and exits without
-uploading or committing anything. docs/agent.md has the whole contract. Logs go to stdout; no token,
-session, nonce or presigned URL signature is ever printed.
+uploading or committing anything. With runtime ray: this attempt's Ray head under a guard of its own (free
+ports, loopback, its own token; it and the job share their fate), and Ray's run snapshot turned into
+checkpoints of the files it names, restored to the same path (docs/ray.md). docs/agent.md has the whole
+contract. Logs go to stdout; no token, session, nonce or presigned URL signature is ever printed.
 """
 
 from __future__ import annotations
@@ -247,7 +249,7 @@ def matches(root, files):
     return True
 
 
-DIGESTS = {}
+DIGESTS = {}  # type: dict  # path -> ((size, mtime, ctime, inode), {size, sha256})
 
 
 def digest(path):
