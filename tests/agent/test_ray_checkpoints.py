@@ -156,3 +156,40 @@ def test_the_ray_examples_embed_their_scripts() -> None:
         assert spec.setup is not None and spec.runtime.value == "ray" and f"{name}.py" in spec.run
         embedded = spec.setup.split("\n", 1)[1].rsplit(f"\n{marker}", 1)[0]
         assert embedded == (examples / f"{name}.py").read_text().rstrip("\n"), f"{name}.yaml's copy differs"
+
+
+def test_a_checkpoint_file_over_the_apis_body_cap_streams_into_the_local_store(
+        redis_url: str, local_store: LocalCheckpointStore) -> None:
+    """The body cap guards the JSON routes; a blob PUT is capped by the size its URL signs, streamed to disk."""
+    import httpx
+    import redis
+
+    from tests.agent.conftest import NONCE, SETTINGS, booted, count_spec
+    from vastfleet.agent.tokens import TokenSigner
+    from vastfleet.api import ApiContext, create_app
+    from vastfleet.api.agent_routes import agent_router
+    from vastfleet.api.serve import ServerThread
+    from vastfleet.queue import JobStore
+
+    client = redis.Redis.from_url(redis_url)
+    store, signer = JobStore(client), TokenSigner(b"agent-test-secret-0123456789")
+    ctx = ApiContext(store=store, token="user-token-0123456789", max_body_bytes=2048, max_agent_body_bytes=4096,
+                     agent_router=agent_router(store, local_store, signer, None, SETTINGS))
+    with ServerThread(create_app(ctx)) as url:
+        local_store.base_url = url
+        job = booted(store, count_spec())
+        agent = f"{url}/v1/agent/jobs/{job.id}"
+        session = httpx.post(f"{agent}/claim", json={"nonce": NONCE},
+                             headers={"Authorization": f"Bearer {signer.issue(job.id, job.epoch, 1001)}"}).json()
+        auth = {"Authorization": f"Bearer {session['session']}"}
+        weights = b"w" * 100_000  # 50 times the cap on request bodies
+        m = manifest(1, {"weights.bin": weights})
+        entry = httpx.post(f"{agent}/presign-upload", json=m, headers=auth).json()["files"]["weights.bin"]
+        assert httpx.put(entry["url"], content=weights, headers=entry["headers"]).status_code == 200
+        assert httpx.post(f"{agent}/commit", json=m, headers=auth).json()["committed"] is True
+        # a body past its signed size is still refused, by the blob route itself
+        m2 = manifest(2, {"weights.bin": weights + b"!"})
+        entry = httpx.post(f"{agent}/presign-upload", json=m2, headers=auth).json()["files"]["weights.bin"]
+        assert httpx.put(entry["url"], content=weights + b"!!", headers={**entry["headers"], "Content-Length":
+                         str(len(weights) + 2)}).status_code == 422
+    client.close()

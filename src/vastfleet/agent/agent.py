@@ -430,7 +430,8 @@ class Agent:
         self.hb_interval, self.poll, self.ckpt_interval, self.requested = 5.0, 1.0, 600.0, 0
         self.guard = self.head = None
         self.ray_dir = os.path.join(self.home, "ray")  # VASTFLEET_RAY_STORAGE: restored to this same path
-        self.ray_on, self.ray_seen, self.ray_done, self.ray_files, self.ray_error = False, None, None, None, None
+        self.ray_job = self.ray_on = False
+        self.ray_seen, self.ray_done, self.ray_files, self.ray_error = None, None, None, None
         self.beat = None
         self.phase = "starting"
         self.nonce, self.session, self.claimed = None, None, False
@@ -470,6 +471,7 @@ class Agent:
         self.hb_interval = float(claim.get("heartbeat_interval") or 5)
         self.poll = float(claim.get("poll_interval") or 1)
         self.ckpt_interval = float(claim.get("checkpoint_interval") or 600)
+        self.ray_job = claim.get("runtime") == "ray"
         if len(gpus) < int(claim.get("gpus") or 1):
             return self.finish(None, f"no GPU visible: {len(gpus)} of {claim.get('gpus')} GPUs")
         self.write_control()
@@ -552,7 +554,7 @@ class Agent:
         )
         if resume_dir:
             env["VASTFLEET_RESUME_DIR"], env["VASTFLEET_RESUME_STEP"] = resume_dir, str(self.committed)
-        ray = claim.get("runtime") == "ray"
+        ray = self.ray_job
         if ray:  # one stable run identity across attempts: the script passes both to RunConfig
             os.makedirs(self.ray_dir, exist_ok=True)
             env.update(VASTFLEET_RAY_STORAGE=self.ray_dir, VASTFLEET_RAY_NAME=self.job_id, RAY_AUTH_MODE="token",
@@ -813,7 +815,7 @@ class Agent:
 
     def restore(self, cp):
         step, files = int(cp["step"]), cp["files"]
-        ray = all(rel.startswith("ray/") for rel in files)  # a Ray run: back to the very path it was written at
+        ray = self.ray_job and all(rel.startswith("ray/") for rel in files)  # a Ray run: back to its own path
         if ray:
             self.ray_files = {rel: {"size": int(m["size"]), "sha256": m["sha256"]} for rel, m in files.items()}
         for s, path in [(step, self.ray_dir)] if ray else ckpt_dirs(self.ckpt_dir):
