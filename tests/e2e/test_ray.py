@@ -209,6 +209,7 @@ def test_a_ray_tune_asha_search_preempted_midway_keeps_finished_trials_and_resum
             job = rt.store.submit(spec)
             first = wait_for(lambda: _mid_search(rt, tmp_path, job.id), 240, interval=0.2,
                              what="a search state with a finished trial and one running from a checkpoint")
+            logs.read()
             sim.admin.preempt(first.instance_id)
             second = wait_for(lambda: (j := rt.store.get(job.id)).epoch >= 2 and j.state == S.RUNNING and j, 90,
                               interval=0.1, what="a new attempt on a new instance")
