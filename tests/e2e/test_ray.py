@@ -112,7 +112,7 @@ def ray_train_at(tmp: Path, job: Job | None) -> int:
 
 
 def no_secret_in_logs(logs: Logs, tmp: Path, attempts: int) -> None:
-    tokens = (tmp / "tokens").read_text().split()
+    tokens = (tmp / "tokens").read_text().split()  # one per attempt: a late heartbeat may add one
     assert len(tokens) == len(set(tokens)) == attempts and all(re.fullmatch(r"[0-9a-f]{64}", t) for t in tokens)
     text = logs.everything()
     assert text and not any(t in text for t in tokens), "a Ray token is in an instance log"
@@ -168,7 +168,7 @@ def test_a_ray_train_run_preempted_after_its_second_checkpoint_resumes_with_ever
             assert starts[:2] == [("1", 0), (str(second.epoch), last)], starts  # (a later start: a later resume)
             assert [f for _, f in starts] == sorted(f for _, f in starts), starts
             assert done.progress.get("step", 0) > last and 0 < done.progress["fraction"] <= 1, done.progress
-            no_secret_in_logs(logs, tmp_path, attempts=2)
+            no_secret_in_logs(logs, tmp_path, attempts=done.epoch)
             commits = report_commits(logs)
             # Ray keeps 2 checkpoints: once both are in the tree, each commit sends only the new one
             full = [(size, sent) for _, files, size, sent in commits if size > 2 * weights * 2**20]
@@ -239,7 +239,7 @@ def test_a_ray_tune_asha_search_preempted_midway_keeps_finished_trials_and_resum
                     later = [a for a in now["attempts"] if a["attempt"] != "1"]
                     assert later[0] == {"attempt": str(second.epoch), "from": was["state"]["iter"]}, now
             assert any(w["status"] == "RUNNING" and w["state"] for w in before.values())
-            no_secret_in_logs(logs, tmp_path, attempts=2)
+            no_secret_in_logs(logs, tmp_path, attempts=done.epoch)
             report_commits(logs)
         finally:
             rt.stop()
