@@ -300,7 +300,7 @@ def ray_tree(run, snap, top):
         for here, dirs, names in os.walk(run):
             rel = os.path.relpath(here, run).replace(os.sep, "/")
             rel = "" if rel == "." else rel + "/"
-            kept = [d for d in dirs if not os.path.islink(os.path.join(here, d)) and (rel in whole or rel + d in paths)]
+            kept = [d for d in dirs if (rel in whole or rel + d in paths) and not os.path.islink(os.path.join(here, d))]
             whole.update(rel + d + "/" for d in kept if rel in whole or rel + d not in inner)
             dirs[:] = kept
             for name in names:
@@ -314,15 +314,22 @@ def ray_tree(run, snap, top):
 
 def sweep(marker):
     """SIGKILL every process whose environment holds `marker`: Ray's workers leave the head's process group,
-    and the marker names this attempt's head only, so another Ray on the same host is never touched."""
+    and the marker names this attempt's head only, so another Ray on the same host is never touched. In rounds:
+    a raylet may start a worker while it is swept."""
     needle = marker.encode()
-    for pid in os.listdir("/proc") if os.path.isdir("/proc") else ():
-        try:
-            with open("/proc/" + pid + "/environ", "rb") as fh:
-                if pid.isdigit() and int(pid) != os.getpid() and needle in fh.read().split(b"\0"):
-                    os.kill(int(pid), signal.SIGKILL)
-        except OSError:
-            pass
+    for _ in range(10):
+        found = False
+        for pid in os.listdir("/proc") if os.path.isdir("/proc") else ():
+            try:
+                with open("/proc/" + pid + "/environ", "rb") as fh:
+                    if pid.isdigit() and int(pid) != os.getpid() and needle in fh.read().split(b"\0"):
+                        os.kill(int(pid), signal.SIGKILL)
+                        found = True
+            except OSError:
+                pass
+        if not found:
+            return
+        time.sleep(0.1)
 
 
 def tail(path, size=600):
@@ -957,12 +964,15 @@ def guard(argv):
         log(f"cannot start {argv[0]}: {exc}")
         os._exit(127)
 
+    gone = threading.Event()
+
     def watch():
         try:
             while os.read(0, 4096):  # EOF when the agent is gone
                 pass
         except OSError:
             pass
+        gone.set()
         if child.poll() is None:
             ray_tmp = os.environ.get("VASTFLEET_RAY_HEAD")
             if ray_tmp:  # Ray's workers live in process groups of their own
@@ -970,8 +980,11 @@ def guard(argv):
                 shutil.rmtree(ray_tmp, ignore_errors=True)
             os.killpg(0, signal.SIGKILL)
 
-    threading.Thread(target=watch, daemon=True).start()
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     code = child.wait()
+    if gone.is_set():  # the sweep may have ended the child: let the watcher finish (it ends this process)
+        watcher.join()
     os._exit(128 - code if code < 0 else code)  # no interpreter shutdown under a blocked reader thread
 
 

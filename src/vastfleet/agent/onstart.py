@@ -52,7 +52,8 @@ def travelling_source(source: str) -> str:
             toks[i] = tok._replace(string="")
         elif (tok.type == tokenize.STRING and (i == 0 or toks[i - 1].type in starts)
               and i + 1 < len(toks) and toks[i + 1].type in (tokenize.NEWLINE, tokenize.ENDMARKER)):
-            toks[i] = tok._replace(string='""' if "\n" not in tok.string else '"""' + "\n" * tok.string.count("\n") + '"""')
+            lines = tok.string.count("\n")
+            toks[i] = tok._replace(string='"""' + "\n" * lines + '"""' if lines else '""')
     return "\n".join(line.rstrip() for line in tokenize.untokenize(toks).split("\n"))
 
 

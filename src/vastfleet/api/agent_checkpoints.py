@@ -7,9 +7,11 @@ one, under a prefix that names the manifest's content (`manifest_prefix`), and b
 a stored object. A file whose bytes (size and sha256) one of the job's committed checkpoints already holds is
 answered `stored` instead of a URL (a Ray run re-snapshots mostly unchanged files): the commit records that
 object's key for it and verifies it against the store like every other object. The API alone picks the reused
-keys, from the job's own verified history, so an agent can neither name nor overwrite any key. A restore that fails on the instance is checked against the store: a damaged checkpoint is
-dropped and the job falls back to the previous verified one (`JobStore.drop_checkpoint`), or FAILS when none
-is left and checkpoints are required, so a bad checkpoint never loops the job through new attempts.
+keys, from the job's own verified history, so an agent can neither name nor overwrite any key.
+
+A restore that fails on the instance is checked against the store: a damaged checkpoint is dropped and the
+job falls back to the previous verified one (`JobStore.drop_checkpoint`), or FAILS when none is left and
+checkpoints are required, so a bad checkpoint never loops the job through new attempts.
 """
 
 from __future__ import annotations
