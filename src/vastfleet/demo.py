@@ -37,6 +37,7 @@ from vastfleet.runtime import Runtime, Settings, build_runtime
 from vastfleet.scheduler.labels import parse_label
 from vastfleet.spec.job import Job, JobEvent, JobState
 from vastfleet.spec.jobspec import JobSpec, load_job_spec
+from vastfleet.storage.manifest import object_key
 
 EXAMPLE = example_path("count.yaml")  # package data: the demo runs from an installed wheel
 
@@ -145,7 +146,8 @@ class Demo:
         rel = next((r for r in ref.files if r.endswith("state.json")), None)
         if rel is None:
             return STEPS, 0
-        counted = json.loads(self.runtime.ckpt.path_for(ref.prefix + rel).read_text()).get("counted", [])
+        key = object_key(ref.prefix, rel, ref.files[rel])  # a reused object lives under an earlier checkpoint
+        counted = json.loads(self.runtime.ckpt.path_for(key).read_text()).get("counted", [])
         lost = len(set(range(1, STEPS + 1)) - set(counted))
         return lost, len(counted) - len(set(counted))
 

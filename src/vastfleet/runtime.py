@@ -398,7 +398,7 @@ def _onstart(api_url: str, job: Job, epoch: int, token: str) -> tuple[str, dict[
     the token opens one claim only, and the session secret that claim answers is what the agent uses after."""
     from vastfleet.agent.onstart import agent_env, build_onstart
 
-    return build_onstart(api_url), agent_env(api_url, token, job.id, epoch)
+    return build_onstart(api_url), agent_env(api_url, token, job.id, epoch, cpus=job.offer_cpus)
 
 
 def build_runtime(settings: Settings | None = None, market: Marketplace | None = None) -> Runtime:

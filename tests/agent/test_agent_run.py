@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.agent.conftest import AGENT, AgentApi, booted, count_spec, output, replace_instance
 from tests.helpers import wait_for
-from vastfleet.agent.onstart import build_onstart
+from vastfleet.agent.onstart import build_onstart, travelling_source
 from vastfleet.spec import JobState
 from vastfleet.storage.local import LocalCheckpointStore
 
@@ -57,7 +57,7 @@ def test_onstart_runs_the_agent_under_sh_and_the_job_succeeds(
     assert [line for line in log.splitlines() if line.startswith("STEP")] == [
         f"STEP {i}" for i in range(1, 31)
     ]
-    assert (workdir / ".vastfleet" / "agent.py").read_text() == AGENT.read_text()
+    assert (workdir / ".vastfleet" / "agent.py").read_text() == travelling_source(AGENT.read_text())
     assert token not in log and "sig=" not in log
     assert done.progress.get("step", 0) > 0  # heartbeats carried the job's progress
     kinds = [e.kind for e in api.store.events(job.id)]

@@ -11,7 +11,7 @@ import pytest
 
 from tests.agent.conftest import AGENT
 from tests.helpers import clean_env
-from vastfleet.agent.onstart import ONSTART_LIMIT, agent_env, build_onstart
+from vastfleet.agent.onstart import ONSTART_LIMIT, agent_env, build_onstart, travelling_source
 from vastfleet.agent.tokens import TokenSigner
 
 AGENT_PACKAGE = AGENT.parent
@@ -24,7 +24,7 @@ def test_onstart_stays_under_16_kb(compress: bool | None) -> None:
 
 
 def test_onstart_refuses_to_grow_past_the_limit() -> None:
-    big = "x = 1\n" + "# " + "y" * 20000 + "\n"
+    big = "x = 1\n" + "Y = '" + "y" * 20000 + "'\n"  # a comment would not travel: a constant does
     with pytest.raises(ValueError, match="bytes"):
         build_onstart("http://127.0.0.1:1", compress=False, source=big)
     import os
@@ -65,11 +65,32 @@ def test_onstart_writes_and_runs_the_agent_under_sh(tmp_path: Path, compress: bo
         check=False,
     )
     written = tmp_path / ".vastfleet" / "agent.py"
-    assert written.read_text() == source
+    assert written.read_text() == travelling_source(source)
     if compress:  # the real agent, started without its env: it says what is missing and exits 2
         assert out.returncode == 2 and "VASTFLEET_AGENT_TOKEN" in out.stdout, out.stdout + out.stderr
     else:
         assert out.returncode == 3 and "agent ran" in out.stdout
+
+
+def _docless(source: str) -> str:
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            body[0].value.value = ""
+    return ast.dump(tree)
+
+
+def test_the_agent_travels_without_comments_and_docstrings_but_line_for_line() -> None:
+    source = AGENT.read_text()
+    sent = travelling_source(source)
+    assert _docless(sent) == _docless(source), "the same program"
+    assert sent.count("\n") == source.count("\n"), "every line where it was: errors name the source's lines"
+    assert "#" not in "".join(line for line in sent.splitlines() if "'#'" not in line and '"#"' not in line)
+    assert len(sent) < 0.9 * len(source)
+    tricky = 'def f(x):\n    """doc\n    more"""\n    "".join(x)  # keep\n    return "#"\n'
+    assert travelling_source(tricky) == 'def f(x):\n    """\n"""\n    "".join(x)\n    return "#"\n'
 
 
 def _imports(path: Path) -> set[str]:

@@ -21,8 +21,10 @@ that kills the job's process group if the agent dies. Checkpoint dirs (or files 
 leading out of the dir are skipped, never uploaded. A job that cannot even start (bad env, exec error) and
 any unexpected failure of the agent are reported through finish as the job's fault. Heartbeat answers:
 continue | checkpoint | stop; on stop, or a 409 on any call, the agent kills the job and exits without
-uploading or committing anything. docs/agent.md has the whole contract. Logs go to stdout; no token,
-session, nonce or presigned URL signature is ever printed.
+uploading or committing anything. With runtime ray: this attempt's Ray head under a guard of its own (free
+ports, loopback, its own token; it and the job share their fate), and Ray's run snapshot turned into
+checkpoints of the files it names, restored to the same path (docs/ray.md). docs/agent.md has the whole
+contract. Logs go to stdout; no token, session, nonce or presigned URL signature is ever printed.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import http.client
 import json
 import math
 import os
+import pickletools
 import random
 import re
 import secrets
@@ -45,12 +48,15 @@ import traceback
 import urllib.error
 import urllib.request
 
-AGENT_VERSION = "2"
+AGENT_VERSION = "3"
 SKIP_SUFFIXES = (".tmp", ".part", ".partial")
 DIGITS = re.compile(r"(\d+)(?!.*\d)")
 MAX_REJECTS = 3
 MAX_PROGRESS = 4096  # bytes of compact JSON the API accepts as progress
 NETWORK = (urllib.error.URLError, OSError, http.client.HTTPException)
+HEAD_WAIT = 300.0  # seconds for Ray's head to write its address (a few, but a loaded host is slow)
+RAY_TRAIN = "checkpoint_manager_snapshot.json"  # Ray Train's commit point; Tune's: experiment_state-*.json
+HEX = re.compile(r"^(?:[0-9a-f]{2}){4,}$")
 
 
 def log(msg):
@@ -245,6 +251,98 @@ def matches(root, files):
     return True
 
 
+DIGESTS = {}  # type: dict  # path -> ((size, mtime, ctime, inode), {size, sha256})
+
+
+def digest(path):
+    """{size, sha256} of a file, hashed again only when it changed: a Ray run is looked at on every poll."""
+    st = os.stat(path)
+    stamp = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    if DIGESTS.get(path, (None,))[0] != stamp:
+        size, sha = sha256_file(path)
+        DIGESTS[path] = (stamp, {"size": size, "sha256": sha})
+    return DIGESTS[path][1]
+
+
+def ray_names(value, out):
+    """Every string of Ray's snapshot, with those inside the JSON strings and the pickles it nests."""
+    if isinstance(value, dict):
+        out.update(value)
+        value = list(value.values())
+    if isinstance(value, list):
+        for v in value:
+            ray_names(v, out)
+    elif isinstance(value, str):
+        out.add(value)
+        try:
+            if value[:1] in "{[":
+                ray_names(json.loads(value), out)
+            elif HEX.match(value):  # Tune's cloudpickled objects: read, never loaded
+                out.update(a for _, a, _ in pickletools.genops(bytes.fromhex(value)) if isinstance(a, str))
+        except (ValueError, RecursionError, EOFError):  # not JSON, not a pickle: a plain string
+            return out
+    return out
+
+
+def ray_tree(run, snap, top):
+    """{relpath below top: {size, sha256}} of Ray's run directory as its snapshot sees it, or None while the
+    snapshot does not parse (Ray is writing it). A directory below the run counts when the snapshot names its
+    path (an absolute path ending in it will do: the run may have moved), so a checkpoint Ray is still
+    writing, or has dropped, does not. One that counts holds files that count; its subdirectories count too,
+    all of them when the snapshot names nothing inside it (a checkpoint), else the named ones only (a Tune
+    trial). Links are never followed."""
+    try:
+        with open_file(snap) as fh:
+            strings = ray_names(json.loads(fh.read()), set())
+        paths = set()
+        for parts in (str(n).strip("/").split("/") for n in strings):
+            paths.update("/".join(parts[i:]) for i in range(len(parts)))
+        inner = {p.rsplit("/", 1)[0] for p in paths if "/" in p}  # every prefix of a path (paths has suffixes)
+        files, whole = {}, set()
+        for here, dirs, names in os.walk(run):
+            rel = os.path.relpath(here, run).replace(os.sep, "/")
+            rel = "" if rel == "." else rel + "/"
+            kept = [d for d in dirs if (rel in whole or rel + d in paths) and not os.path.islink(os.path.join(here, d))]
+            whole.update(rel + d + "/" for d in kept if rel in whole or rel + d not in inner)
+            dirs[:] = kept
+            for name in names:
+                path = os.path.join(here, name)
+                if not os.path.islink(path) and os.path.isfile(path):
+                    files[os.path.relpath(path, top).replace(os.sep, "/")] = digest(path)
+        return files
+    except (OSError, ValueError, RecursionError):  # a file went away under us: the next poll sees the rest
+        return None
+
+
+def sweep(marker):
+    """SIGKILL every process whose environment holds `marker`: Ray's workers leave the head's process group,
+    and the marker names this attempt's head only, so another Ray on the same host is never touched. In rounds:
+    a raylet may start a worker while it is swept."""
+    needle = marker.encode()
+    for _ in range(10):
+        found = False
+        for pid in os.listdir("/proc") if os.path.isdir("/proc") else ():
+            try:
+                with open("/proc/" + pid + "/environ", "rb") as fh:
+                    if pid.isdigit() and int(pid) != os.getpid() and needle in fh.read().split(b"\0"):
+                        os.kill(int(pid), signal.SIGKILL)
+                        found = True
+            except OSError:
+                pass
+        if not found:
+            return
+        time.sleep(0.1)
+
+
+def tail(path, size=600):
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, os.path.getsize(path) - size))
+            return fh.read().decode(errors="replace").strip()
+    except OSError as exc:
+        return str(exc)
+
+
 def ckpt_dirs(ckpt_dir):
     """Complete checkpoint directories as (step, path), by step."""
     out = []
@@ -339,7 +437,10 @@ class Agent:
         self.terminated = False  # SIGTERM: the container is going down; no finish
         self.committed, self.committed_dir, self.rejects, self.pending, self.hashes = -1, None, {}, None, {}
         self.hb_interval, self.poll, self.ckpt_interval, self.requested = 5.0, 1.0, 600.0, 0
-        self.guard = None
+        self.guard = self.head = None
+        self.ray_dir = os.path.join(self.home, "ray")  # VASTFLEET_RAY_STORAGE: restored to this same path
+        self.ray_job = self.ray_on = False
+        self.ray_seen, self.ray_done, self.ray_files, self.ray_error = None, None, None, None
         self.beat = None
         self.phase = "starting"
         self.nonce, self.session, self.claimed = None, None, False
@@ -379,6 +480,7 @@ class Agent:
         self.hb_interval = float(claim.get("heartbeat_interval") or 5)
         self.poll = float(claim.get("poll_interval") or 1)
         self.ckpt_interval = float(claim.get("checkpoint_interval") or 600)
+        self.ray_job = claim.get("runtime") == "ray"
         if len(gpus) < int(claim.get("gpus") or 1):
             return self.finish(None, f"no GPU visible: {len(gpus)} of {claim.get('gpus')} GPUs")
         self.write_control()
@@ -461,32 +563,36 @@ class Agent:
         )
         if resume_dir:
             env["VASTFLEET_RESUME_DIR"], env["VASTFLEET_RESUME_STEP"] = resume_dir, str(self.committed)
-        ray = claim.get("runtime") == "ray"
-        if ray:
-            problem = self.start_ray(len(gpus), env)
-            if problem:
-                log(problem)
-                return self.finish(127, problem)
+        ray = self.ray_job
+        if ray:  # one stable run identity across attempts: the script passes both to RunConfig
+            os.makedirs(self.ray_dir, exist_ok=True)
+            env.update(VASTFLEET_RAY_STORAGE=self.ray_dir, VASTFLEET_RAY_NAME=self.job_id, RAY_AUTH_MODE="token",
+                       RAY_AUTH_TOKEN=secrets.token_hex(32), RAY_USAGE_STATS_ENABLED="0",
+                       RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")  # Ray's own switch for a loopback-only cluster
         signal.signal(signal.SIGTERM, self.on_sigterm)
         self.phase = "running"
         code, error = 0, None
         for phase in ("setup", "run"):
             script = claim.get(phase)
+            if phase == "run" and ray:  # after setup, which may install Ray
+                error = self.start_ray(len(gpus), env)
+                if error:
+                    log(error)
+                    return self.finish(127 if "not on PATH" in error else None, error, "job")
+                self.ray_on = True
             if not script:
                 continue
             log(f"{phase}: starting")
             try:
                 code = self.supervise(script, env)
             except CannotStart as exc:
+                self.stop_ray()
                 log(f"cannot start the job's {phase}: {exc}")
                 return self.finish(None, f"cannot start the job's {phase}: {exc}", "job")
             if code is None or code != 0:
-                error = "setup failed" if phase == "setup" and code else None
+                error = "setup failed" if phase == "setup" and code else self.ray_error
                 break
-        if ray:
-            subprocess.run(
-                ["ray", "stop", "--force"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False
-            )
+        self.stop_ray()
         if self.stopping.is_set():
             self.done.set()
             log("stopped by the control plane; nothing uploaded or reported")
@@ -531,17 +637,23 @@ class Agent:
 
     # --- the command --------------------------------------------------------------------------------
 
+    def spawn(self, argv, env, out=None):
+        """`argv` under a guard process that leads a new process group and kills it if the agent dies."""
+        return subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--guard"] + argv,
+            cwd=self.workdir,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=out,
+            stderr=out and subprocess.STDOUT,
+            start_new_session=True,
+        )
+
     def supervise(self, script, env):
         """Run one shell script under the guard; returns its exit code, or None when stopped."""
         shell = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
         try:
-            self.guard = subprocess.Popen(
-                [sys.executable, os.path.abspath(__file__), "--guard", shell, "-c", script],
-                cwd=self.workdir,
-                env=env,
-                stdin=subprocess.PIPE,
-                start_new_session=True,
-            )
+            self.guard = self.spawn([shell, "-c", script], env)
         except (OSError, ValueError, TypeError) as exc:  # a NUL in the env or script, a bad name...
             raise CannotStart(f"{type(exc).__name__}: {exc}")
         last_sync = 0.0
@@ -549,6 +661,11 @@ class Agent:
             if self.stopping.is_set():
                 self.kill_job()
                 return None
+            if self.head is not None and self.head.poll() is not None and not self.ray_error:
+                why = tail(self.head_log, 400)
+                self.ray_error = f"the Ray head exited ({self.head.returncode}) during the run: {why}"
+                log(self.ray_error)
+                self.kill_job()  # the job shares the head's fate, as the head shares the job's
             if time.time() - last_sync >= self.poll:
                 last_sync = time.time()
                 try:
@@ -588,15 +705,57 @@ class Agent:
                 pass
 
     def start_ray(self, gpus, env):
+        """This attempt's Ray head, under a guard of its own: free ports, loopback only, the attempt's token.
+        Sets RAY_ADDRESS from the file the head writes; returns why it did not come up (Ray's words), or None."""
         ray = shutil.which("ray", path=env.get("PATH"))
         if not ray:
             return "runtime ray: `ray` is not on PATH in this image; install ray there or use runtime: plain"
-        cmd = [ray, "start", "--head", "--port=6379", f"--num-gpus={gpus}", "--disable-usage-stats"]
-        out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
-        if out.returncode != 0:
-            return "runtime ray: `ray start` failed: {}".format(out.stdout.decode(errors="replace")[-300:])
-        env["RAY_ADDRESS"] = "127.0.0.1:6379"
+        # Ray's Unix sockets sit ~70 bytes below its temp dir and a socket path may not pass 107: a short one,
+        # private to this workdir and attempt, so two jobs on one host never share a session or a socket.
+        self.ray_tmp = "/tmp/vfray-" + hashlib.sha256((self.home + self.attempt).encode()).hexdigest()[:12]
+        shutil.rmtree(self.ray_tmp, ignore_errors=True)  # a previous container's: its processes died with it
+        cmd = [ray, "start", "--head", "--block", "--port=0", "--dashboard-port=0", "--include-dashboard=false",
+               "--dashboard-agent-listen-port=0", "--disable-usage-stats", "--temp-dir=" + self.ray_tmp,
+               f"--num-gpus={gpus}"]
+        cpus = os.environ.get("VASTFLEET_CPUS", "")
+        cmd += [f"--num-cpus={max(1, int(float(cpus)))}"] if re.match(r"^\d+(\.\d+)?$", cpus) else []
+        head_env = dict(env, VASTFLEET_RAY_HEAD=self.ray_tmp, AUTOSCALER_METRIC_PORT="0")
+        head_env.pop("RAY_ADDRESS", None)
+        self.head_log = os.path.join(self.home, "ray-head.log")
+        log("starting Ray's head: " + " ".join(cmd[1:]))
+        with open(self.head_log, "wb") as out:
+            self.head = self.spawn(cmd, head_env, out)
+        where_file, deadline = os.path.join(self.ray_tmp, "ray_current_cluster"), time.time() + HEAD_WAIT
+        while not self.stopping.is_set():
+            try:
+                with open(where_file) as fh:
+                    addr = fh.read().strip()
+            except OSError:
+                addr = ""
+            if re.match(r"^[\w.\-\[\]:]+:\d+$", addr):
+                env["RAY_ADDRESS"] = addr
+                log(f"Ray's head is up at {addr}")
+                return None
+            if self.head.poll() is not None or time.time() > deadline:
+                why = f"exited with {self.head.returncode}" if self.head.poll() is not None else \
+                    f"did not come up in {HEAD_WAIT:.0f} s"
+                self.stop_ray()
+                return f"runtime ray: `ray start --head` {why}: {tail(self.head_log)}"
+            time.sleep(0.2)
         return None
+
+    def stop_ray(self):
+        """End this attempt's head and every process of it, and nothing else (never a machine-wide `ray stop`)."""
+        head, self.head = self.head, None
+        if head is None:
+            return
+        try:
+            os.killpg(head.pid, signal.SIGKILL)  # the job is over: nothing in Ray needs a graceful end
+        except OSError:
+            pass
+        head.wait()
+        sweep("VASTFLEET_RAY_HEAD=" + self.ray_tmp)
+        shutil.rmtree(self.ray_tmp, ignore_errors=True)
 
     # --- heartbeats ---------------------------------------------------------------------------------
 
@@ -685,12 +844,15 @@ class Agent:
 
     def restore(self, cp):
         step, files = int(cp["step"]), cp["files"]
-        for s, path in ckpt_dirs(self.ckpt_dir):
-            if s == step and matches(path, files):
+        ray = self.ray_job and all(rel.startswith("ray/") for rel in files)  # a Ray run: back to its own path
+        if ray:
+            self.ray_files = {rel: {"size": int(m["size"]), "sha256": m["sha256"]} for rel, m in files.items()}
+        for s, path in [(step, self.ray_dir)] if ray else ckpt_dirs(self.ckpt_dir):
+            if s == step and matches(self.home if ray else path, files):
                 log(f"checkpoint step {step} already here: {path}")
                 self.committed, self.committed_dir = step, path
                 return path
-        target = os.path.join(self.ckpt_dir, str(step))
+        target = self.ray_dir if ray else os.path.join(self.ckpt_dir, str(step))
         tmp = os.path.join(self.ckpt_dir, f".restore-{step}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         for rel, meta in sorted(files.items()):
@@ -707,7 +869,8 @@ class Agent:
                     raise BadCheckpoint(f"{rel}: download refused ({exc})")
         if os.path.exists(target):
             os.replace(target, os.path.join(self.ckpt_dir, f".replaced-{step}-{int(time.time())}"))
-        os.replace(tmp, target)
+        os.replace(os.path.join(tmp, "ray") if ray else tmp, target)
+        shutil.rmtree(tmp, ignore_errors=True)
         log(f"restored checkpoint step {step} ({len(files)} files, verified)")
         self.committed, self.committed_dir = step, target
         return target
@@ -720,6 +883,15 @@ class Agent:
         """Upload and commit the newest complete directory above the last commit (all of them if final).
         While the job runs, a failing upload is given up quickly (the next poll tries again): a newer
         checkpoint written meanwhile is the one uploaded next, and the one heartbeats name as pending."""
+        while self.ray_on and not self.stopping.is_set():
+            try:
+                self.ray_sync(final)
+                break
+            except Transient as exc:
+                if not final:
+                    raise
+                log(f"{exc} (retrying)")
+                time.sleep(1.0)
         while not self.stopping.is_set():
             pending = self.unsent()
             if not pending:
@@ -741,9 +913,42 @@ class Agent:
             self.hashes = {path: (key, dir_files(path))}
         return self.hashes[path][1]
 
-    def upload(self, step, path, quick=False):
+    def ray_sync(self, final):
+        """Ray's run snapshot, once it changed and then stayed put for a poll (Ray writes it in place), becomes
+        a checkpoint of the files it names, restored to this same path on the next instance."""
+        run = os.path.join(self.ray_dir, self.job_id)
         try:
-            files = self.hashed(path)
+            names = os.listdir(run)
+        except OSError:
+            return
+        snaps = [n for n in names if n == RAY_TRAIN] or sorted(
+            n for n in names if n.startswith("experiment_state-") and n.endswith(".json"))
+        if not snaps:
+            return
+        st = os.stat(os.path.join(run, snaps[-1]))
+        key, seen, self.ray_seen = (st.st_size, st.st_mtime_ns), self.ray_seen, (st.st_size, st.st_mtime_ns)
+        if key == self.ray_done or (key != seen and not final):
+            return
+        files = ray_tree(run, os.path.join(run, snaps[-1]), self.home)
+        if files is None or files == self.ray_files:  # unreadable for now, or what is committed already
+            self.ray_done = key if files else None
+            return
+        step = self.committed + 1
+        while self.rejects.get(step, 0) >= MAX_REJECTS:
+            step += 1
+        try:
+            self.upload(step, self.home, files)
+        except Transient:
+            if self.rejects.get(step, 0) >= MAX_REJECTS:
+                self.ray_done = key  # given up on this snapshot; the next one is tried afresh
+            raise
+        if self.committed == step:
+            self.ray_done, self.ray_files = key, files
+
+    def upload(self, step, path, files=None, quick=False):
+        ray_tree = files is not None
+        try:
+            files = self.hashed(path) if files is None else files
         except OSError as exc:
             files = {}
             log(f"checkpoint {path} cannot be read: {exc}")
@@ -756,16 +961,21 @@ class Agent:
             return
         manifest = {"step": step, "files": files}
         # Told in heartbeats until committed: a salvage copies this directory off a stopped disk and checks it
-        # against the digest (the manifest's, as the control plane names its storage key).
+        # against the digest (the manifest's, as the control plane names its storage key). Ray's tree is no
+        # directory of its own (files picked across the run's): not salvaged, its next snapshot is uploaded.
         digest = hashlib.sha256(json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-        self.pending = {"step": step, "dir": os.path.basename(path), "digest": digest[:12], "files": len(files),
-                        "bytes": sum(m["size"] for m in files.values())}
+        self.pending = None if ray_tree else {
+            "step": step, "dir": os.path.basename(path), "digest": digest[:12], "files": len(files),
+            "bytes": sum(m["size"] for m in files.values())}
         try:
             ans = self.api.call("presign-upload", manifest, max(2.0, 2 * self.poll) if quick else 120)
-            urls = ans.get("files") or {}
+            urls, sent = ans.get("files") or {}, 0
             for rel, meta in sorted(files.items()) if not ans.get("committed") else ():
                 if self.stopping.is_set():
                     return
+                if urls[rel].get("stored"):  # the job's committed checkpoints hold these bytes: not sent again
+                    continue
+                sent += meta["size"]
                 src = os.path.join(path, *rel.split("/"))
                 try:
                     put_file(urls[rel]["url"], urls[rel].get("headers") or {}, src, meta["size"],
@@ -786,7 +996,7 @@ class Agent:
             )
         self.committed, self.committed_dir, self.pending = step, path, None
         size = sum(m["size"] for m in files.values())
-        log(f"committed checkpoint step {step} ({len(files)} files, {size} bytes)")
+        log(f"committed checkpoint step {step} ({len(files)} files, {size} bytes, {sent} uploaded)")
 
 
 def guard(argv):
@@ -797,17 +1007,27 @@ def guard(argv):
         log(f"cannot start {argv[0]}: {exc}")
         os._exit(127)
 
+    gone = threading.Event()
+
     def watch():
         try:
             while os.read(0, 4096):  # EOF when the agent is gone
                 pass
         except OSError:
             pass
+        gone.set()
         if child.poll() is None:
+            ray_tmp = os.environ.get("VASTFLEET_RAY_HEAD")
+            if ray_tmp:  # Ray's workers live in process groups of their own
+                sweep("VASTFLEET_RAY_HEAD=" + ray_tmp)
+                shutil.rmtree(ray_tmp, ignore_errors=True)
             os.killpg(0, signal.SIGKILL)
 
-    threading.Thread(target=watch, daemon=True).start()
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     code = child.wait()
+    if gone.is_set():  # the sweep may have ended the child: let the watcher finish (it ends this process)
+        watcher.join()
     os._exit(128 - code if code < 0 else code)  # no interpreter shutdown under a blocked reader thread
 
 

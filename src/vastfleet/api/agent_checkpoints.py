@@ -4,9 +4,14 @@ the call and parses its body first.
 
 Committed checkpoints are immutable: upload URLs are handed out only for steps above the attempt's committed
 one, under a prefix that names the manifest's content (`manifest_prefix`), and both stores refuse to replace
-a stored object. A restore that fails on the instance is checked against the store: a damaged checkpoint is
-dropped and the job falls back to the previous verified one (`JobStore.drop_checkpoint`), or FAILS when none
-is left and checkpoints are required, so a bad checkpoint never loops the job through new attempts.
+a stored object. A file whose bytes (size and sha256) one of the job's committed checkpoints already holds is
+answered `stored` instead of a URL (a Ray run re-snapshots mostly unchanged files): the commit records that
+object's key for it and verifies it against the store like every other object. The API alone picks the reused
+keys, from the job's own verified history, so an agent can neither name nor overwrite any key.
+
+A restore that fails on the instance is checked against the store: a damaged checkpoint is dropped and the
+job falls back to the previous verified one (`JobStore.drop_checkpoint`), or FAILS when none is left and
+checkpoints are required, so a bad checkpoint never loops the job through new attempts.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from vastfleet.storage.base import CheckpointStore
 from vastfleet.storage.manifest import (
     FileEntry,
     Manifest,
+    job_prefix,
     manifest_prefix,
+    object_key,
     parse_checkpoint_key,
     require_verified,
     verify_objects,
@@ -60,10 +67,24 @@ class CheckpointVerbs:
         if ref is None:
             return None
         files = {
-            rel: {**meta, "url": self.ckpt.presign_get(ref.prefix + rel, self.settings.url_expiry_s)}
+            rel: {"size": meta["size"], "sha256": meta["sha256"],
+                  "url": self.ckpt.presign_get(object_key(ref.prefix, rel, meta), self.settings.url_expiry_s)}
             for rel, meta in ref.files.items()
         }
         return {"epoch": ref.epoch, "step": ref.step, "prefix": ref.prefix, "files": files}
+
+    @staticmethod
+    def _stored(job: Job) -> dict[tuple[int, str], str]:
+        """(size, sha256) -> key of every object the job's committed checkpoints hold: what a new checkpoint need
+        not upload again. Verified history only, so a key named here held those bytes when it was committed."""
+        found: dict[tuple[int, str], str] = {}
+        mine = job_prefix(job.id)
+        for ref in [*job.checkpoint_history, *([job.latest_checkpoint] if job.latest_checkpoint else [])]:
+            for rel, meta in ref.files.items():
+                key = object_key(ref.prefix, rel, meta)
+                if key.startswith(mine):
+                    found[(int(meta["size"]), str(meta["sha256"]))] = key
+        return found
 
     def may_put(self, key: str) -> None:
         """For the local store's PUT route: only the job's current, running attempt may still upload."""
@@ -89,9 +110,13 @@ class CheckpointVerbs:
                 and manifest.step <= latest.step:
             raise BadInput(f"checkpoint step {manifest.step} is at or below step {latest.step}, already committed"
                            " by this attempt: committed checkpoints are immutable")
-        files = {}
+        files: dict[str, Any] = {}
+        stored = self._stored(job)
         for rel, entry in manifest.files.items():
             key = prefix + rel
+            if stored.get((entry.size, entry.sha256), key) != key:
+                files[rel] = {"stored": True}  # no URL: the commit points this file at the stored object
+                continue
             files[rel] = {
                 "url": self.ckpt.presign_put(key, entry.size, entry.sha256, self.settings.url_expiry_s),
                 "method": "PUT",
@@ -106,10 +131,16 @@ class CheckpointVerbs:
 
     def commit(self, claims: AgentClaims, manifest: Manifest) -> dict[str, Any]:
         """Verify the stored objects of a step, then move the job's latest checkpoint to it."""
-        self._current(claims, UPLOADING)
+        job = self._current(claims, UPLOADING)
         prefix = manifest_prefix(claims.job_id, claims.epoch, manifest)
-        require_verified(self.ckpt, prefix, manifest)
-        ref = CheckpointRef(epoch=claims.epoch, step=manifest.step, prefix=prefix, files=manifest.as_files(),
+        stored = self._stored(job)  # the same choice presign-upload made: history only grows within an attempt
+        keys = {rel: key for rel, e in manifest.files.items()
+                if (key := stored.get((e.size, e.sha256))) is not None and key != prefix + rel}
+        require_verified(self.ckpt, prefix, manifest, keys)  # every object, reused ones included, read back
+        files: dict[str, dict[str, Any]] = dict(manifest.as_files())
+        for rel, key in keys.items():
+            files[rel] = {**files[rel], "key": key}
+        ref = CheckpointRef(epoch=claims.epoch, step=manifest.step, prefix=prefix, files=files,
                             committed_at=self.store.clock(), bytes=manifest.total_bytes)
         try:
             job = self.store.commit_checkpoint(claims.job_id, claims.epoch, ref)
@@ -118,7 +149,9 @@ class CheckpointVerbs:
         except Conflict as exc:  # older than the latest one, or a committed step again: refuse the commit only
             raise BadInput(str(exc)) from None
         self._hook(self.hooks.on_commit, job, ref)
-        return {"committed": True, "step": manifest.step, "bytes": ref.bytes, "prefix": prefix}
+        reused = sum(manifest.files[rel].size for rel in keys)
+        return {"committed": True, "step": manifest.step, "bytes": ref.bytes, "prefix": prefix,
+                "reused_files": len(keys), "uploaded_bytes": ref.bytes - reused}
 
     def restore_failed(self, claims: AgentClaims, body: RestoreFailedBody) -> dict[str, Any]:
         """The latest checkpoint did not verify on the instance: check the store, fall back or fail the job."""
@@ -128,7 +161,8 @@ class CheckpointVerbs:
             return {"verified": False, "checkpoint": self._urls_for(ref)}
         what = f"checkpoint step {ref.step} of attempt {ref.epoch}"
         files = {rel: FileEntry(size=int(m["size"]), sha256=str(m["sha256"])) for rel, m in ref.files.items()}
-        problems = verify_objects(self.ckpt, ref.prefix, files)
+        keys = {rel: object_key(ref.prefix, rel, m) for rel, m in ref.files.items()}
+        problems = verify_objects(self.ckpt, ref.prefix, files, keys)
         if not problems:  # the store holds it intact: the instance could not read it (its network, its disk)
             self.store.note(job.id, "restore_failed", f"{what} did not restore on the instance but verifies in"
                             f" storage: {body.reason}", {"epoch": claims.epoch, "step": ref.step})

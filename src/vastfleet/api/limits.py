@@ -13,6 +13,8 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from vastfleet.storage.local import BLOB_ROUTE
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -25,6 +27,10 @@ DEFAULT_MAX_BODY = 1024 * 1024
 # Agents commit checkpoint manifests: up to 10,000 files of up to ~600 bytes of JSON each.
 DEFAULT_MAX_AGENT_BODY = 8 * 1024 * 1024
 AGENT_PREFIX = "/v1/agent/"
+# The local store's blob route streams each upload to disk and stops at the size its URL signs (after checking
+# the signature, before reading a byte): buffering a checkpoint file here would hold it in memory, and refuse
+# every one over the cap.
+STREAMED_PREFIX = BLOB_ROUTE
 
 
 def size_text(n: int) -> str:
@@ -48,6 +54,9 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         path = str(scope.get("path", ""))
+        if path.startswith(STREAMED_PREFIX):
+            await self.app(scope, receive, send)
+            return
         limit = self.max_agent_body if path.startswith(AGENT_PREFIX) else self.max_body
         declared = _content_length(scope)
         if declared is None:

@@ -188,6 +188,7 @@ def offer_from_row(row: Any, is_bid: bool) -> Offer:
         direct_port_count=int(_num(row, "direct_port_count")),
         geolocation=str(row.get("geolocation") or ""),
         is_bid=is_bid,
+        cpu_cores_effective=_num(row, "cpu_cores_effective"),
     )
 
 

@@ -174,9 +174,11 @@ def decide(snap: Snapshot, now: float, params: PlanParams | None = None, placer:
                 continue
             job = snap.jobs[p.job_id]
             cost = p.expected_cost if math.isfinite(p.expected_cost) else None
+            offer = next((o for o in snap.offers.get(job.id, ()) if o.id == p.offer_id), None)
             fields = {"offer_id": p.offer_id, "bid": p.bid, "instance_id": None, "offer_dph": p.on_demand_price,
-                      "machine_id": p.machine_id, "expected_cost_usd": cost, "rebids": 0, "rebid_at": None,
-                      "paused_at": None, "pinned_on_demand": p.pin or job.pinned_on_demand}
+                      "machine_id": p.machine_id, "offer_cpus": offer.cpu_cores_effective if offer else None,
+                      "expected_cost_usd": cost, "rebids": 0, "rebid_at": None, "paused_at": None,
+                      "pinned_on_demand": p.pin or job.pinned_on_demand}
             plan.actions.append(Transition(job.id, S.PLACING, p.reason or "placed", job.epoch, fields))
             plan.actions.append(Create(job.id, job.epoch + 1, p.offer_id, p.bid, p.reason))
 

@@ -67,6 +67,7 @@ class Job(BaseModel):
     bid: float | None = None  # $/h bid of the current epoch; None = on demand
     machine_id: int | None = None  # the machine of the current attempt's offer (known before it is listed)
     offer_dph: float | None = None  # the offer's on-demand $/h at placement: no bid of this attempt goes above it
+    offer_cpus: float | None = None  # the offer's effective CPU cores: what the agent gives Ray (runtime: ray)
     expected_cost_usd: float | None = None  # what the placement expected the rest of the job to cost
     paused_at: float | None = None  # when the attempt was last seen paused (PAUSED)
     rebids: int = 0  # bid raises of this attempt (each waits longer than the last; capped)

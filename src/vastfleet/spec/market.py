@@ -41,6 +41,7 @@ class Offer(BaseModel):
     direct_port_count: int = 0
     geolocation: str = ""
     is_bid: bool = False  # the search asked for interruptible prices
+    cpu_cores_effective: float = 0.0  # the CPU share an instance of this offer gets (0: unknown)
 
 
 class InstanceStatus(str, Enum):

@@ -9,7 +9,9 @@ Types are strict: a step or size must be a JSON integer (not `"5"`, `5.0` or `tr
 
 Owns the key layout of checkpoint objects (`checkpoint_prefix`, `parse_checkpoint_key`): one checkpoint's
 objects live under `jobs/<job>/epoch-<n>/step-<s>-<digest>/`, where the digest names the manifest's content,
-so a key is never written with two different contents. Never talks to Redis or to the agent.
+so a key is never written with two different contents. A file whose bytes an earlier committed checkpoint of
+the same job already stored is not uploaded again: its committed entry carries that object's `key`
+(`object_key`), and the commit verifies the stored object like any other. Never talks to Redis or to the agent.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -140,11 +143,20 @@ def job_prefix(job_id: str) -> str:
     return f"jobs/{job_id}/"
 
 
-def verify_objects(store: CheckpointStore, prefix: str, files: dict[str, FileEntry]) -> list[str]:
-    """Every difference between the manifest and the stored bytes, worded for the agent's log."""
+def object_key(prefix: str, rel: str, meta: Mapping[str, Any]) -> str:
+    """Where one file of a committed checkpoint is stored: under the checkpoint's own prefix, or, when the commit
+    reused an object that an earlier checkpoint of the job stored with the same bytes, that object's key."""
+    key = meta.get("key")
+    return key if isinstance(key, str) and key else prefix + rel
+
+
+def verify_objects(store: CheckpointStore, prefix: str, files: Mapping[str, FileEntry],
+                   keys: Mapping[str, str] | None = None) -> list[str]:
+    """Every difference between the manifest and the stored bytes, worded for the agent's log. `keys` names
+    the object of a file stored elsewhere than `prefix + relpath` (a reused one)."""
     problems = []
     for rel, want in sorted(files.items()):
-        got = store.stat(prefix + rel)
+        got = store.stat((keys or {}).get(rel) or prefix + rel)
         if got is None:
             problems.append(f"{rel}: not uploaded")
         elif got[0] != want.size:
@@ -154,9 +166,10 @@ def verify_objects(store: CheckpointStore, prefix: str, files: dict[str, FileEnt
     return problems
 
 
-def require_verified(store: CheckpointStore, prefix: str, manifest: Manifest) -> None:
+def require_verified(store: CheckpointStore, prefix: str, manifest: Manifest,
+                     keys: Mapping[str, str] | None = None) -> None:
     """Raise ChecksumMismatch (HTTP 422) unless every object matches its manifest entry."""
-    problems = verify_objects(store, prefix, manifest.files)
+    problems = verify_objects(store, prefix, manifest.files, keys)
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise ChecksumMismatch(f"checkpoint step {manifest.step} does not match its upload: {shown}")
