@@ -1,13 +1,14 @@
 """The `vastfleet` command: the server, and the user commands that talk to it through `vastfleet.client`.
 
 Every command prints errors as one message on stderr, never a traceback: exit 2 for bad input
-(`BadInput`), 1 for any other failure. Other parts expose their own typer apps; they are registered in
-the marked section at the bottom. Holds no logic of its own beyond parsing and printing.
+(`BadInput`), 1 for any other failure. Other parts expose their own typer apps, named in
+`LAZY_SUB_APPS` and imported only when used. Holds no logic of its own beyond parsing and printing.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import os
 import time
@@ -18,9 +19,13 @@ from typing import Annotated, Any, TypeGuard, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
+import typer.main
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from typer._click import Command as ClickCommand  # typer vendors click: its own classes, not click's
+from typer._click import Context as ClickContext
+from typer.core import TyperCommand, TyperGroup
 
 from vastfleet.client import Client
 from vastfleet.errors import BadInput, VastfleetError
@@ -29,7 +34,47 @@ from vastfleet.spec.durations import format_duration
 from vastfleet.spec.jobspec import load_job_spec
 from vastfleet.spec.money import format_price, format_usd
 
-app = typer.Typer(name="vastfleet", help="Run GPU jobs on the vast.ai marketplace cheaply and safely.",
+# Sub-apps are imported when named: `vastfleet status` must not load the simulator, the replay or uvicorn.
+LAZY_SUB_APPS = {
+    "sim": ("vastfleet.sim.cli", "The vast.ai marketplace simulator (for tests and demos)."),
+    "sweep": ("vastfleet.sweeps.cli", "Hyperparameter sweeps: many trials, autoscaled, under a budget."),
+    "bench": ("vastfleet.sim.replay.cli", "Policy benchmarks: replay market traces in virtual time."),
+}
+
+
+class _LazyCommand(TyperCommand):
+    """Stands in for a sub-app in the command list (its help line), nothing imported."""
+
+    def __init__(self, name: str, help_text: str) -> None:
+        super().__init__(name, help=help_text, short_help=help_text)
+
+
+def _sub_app(name: str) -> TyperGroup:
+    module, help_text = LAZY_SUB_APPS[name]
+    group = typer.main.get_group(importlib.import_module(module).app)
+    group.name, group.help, group.short_help = name, help_text, help_text
+    return group
+
+
+class _LazyGroup(TyperGroup):
+    """Lists the sub-apps by their help line; imports one only to run it (or to show its own help)."""
+
+    def list_commands(self, ctx: ClickContext) -> list[str]:
+        return [*super().list_commands(ctx), *LAZY_SUB_APPS]
+
+    def get_command(self, ctx: ClickContext, cmd_name: str) -> ClickCommand | None:
+        if cmd_name in LAZY_SUB_APPS:
+            return _LazyCommand(cmd_name, LAZY_SUB_APPS[cmd_name][1])
+        return super().get_command(ctx, cmd_name)
+
+    def resolve_command(self, ctx: ClickContext,
+                        args: list[str]) -> tuple[str | None, ClickCommand | None, list[str]]:
+        if args and args[0] in LAZY_SUB_APPS:
+            return args[0], _sub_app(args[0]), args[1:]
+        return super().resolve_command(ctx, args)
+
+
+app = typer.Typer(name="vastfleet", cls=_LazyGroup, help="Run GPU jobs on the vast.ai marketplace cheaply and safely.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 out = Console(soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -370,24 +415,6 @@ def offers(
     from vastfleet.scheduler.offers_cli import offers_command
 
     offers_command(job, explain, as_json)
-
-
-def _register_sub_apps() -> None:
-    from vastfleet.scheduler.bench_cli import app as bench_app
-    from vastfleet.sim.cli import app as sim_app
-    from vastfleet.sweeps.cli import app as sweep_app
-
-    app.add_typer(sim_app, name="sim", help="The vast.ai marketplace simulator (for tests and demos).")
-    app.add_typer(sweep_app, name="sweep", help="Hyperparameter sweeps: many trials, autoscaled, under a budget.")
-    app.add_typer(bench_app, name="bench", help="Policy benchmarks: replay market traces in virtual time.")
-
-
-_register_sub_apps()
-
-
-# ======================================================================================================
-# End of the registrations.
-# ======================================================================================================
 
 if __name__ == "__main__":
     main()

@@ -11,7 +11,6 @@ import pytest
 from typer.testing import CliRunner
 
 from vastfleet.errors import BadInput
-from vastfleet.scheduler.bench_cli import app
 from vastfleet.sim.replay import (
     Options,
     Replay,
@@ -23,6 +22,7 @@ from vastfleet.sim.replay import (
     parse_workload,
     run_bench,
 )
+from vastfleet.sim.replay.cli import app
 from vastfleet.sim.replay.convert import convert_v100
 from vastfleet.sim.replay.engine import Place, Raise
 from vastfleet.sim.replay.generate import make_trace, make_workload

@@ -16,7 +16,6 @@ import base64
 import gzip
 import io
 import re
-import shlex
 import tokenize
 from pathlib import Path
 
@@ -94,8 +93,3 @@ def agent_env(
     if cpus and cpus >= 1:
         env["VASTFLEET_CPUS"] = str(int(cpus))
     return env
-
-
-def shell_quote_env(env: dict[str, str]) -> str:
-    """`K=V ...` with each value quoted, for running an onstart by hand (the simulator, debugging)."""
-    return " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))

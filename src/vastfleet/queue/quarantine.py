@@ -36,7 +36,7 @@ from pydantic import ValidationError
 
 from vastfleet.errors import Conflict, NotFound
 from vastfleet.queue.keys import Keys
-from vastfleet.spec.job import Job, JobState
+from vastfleet.spec.job import Job, JobEvent, JobState
 from vastfleet.spec.jobspec import location
 from vastfleet.spec.summary import QuarantineDetail, QuarantineEntry
 
@@ -188,13 +188,12 @@ class Quarantine:
     def get(self, job_id: str, events: int = 20) -> QuarantineDetail:
         """A quarantined job with its record's hash as stored and its last `events`; NotFound when the job
         is not quarantined. (`JobStore.events` answers NotFound for it: it looks for a live record.)"""
-        from vastfleet.queue.store import _event  # the store imports this module: import at use
-
         entry = self._entry(job_id)
         raw = self.redis.hgetall(self.keys.quarantined(job_id))
         history: list[Any] = list(self.redis.xrevrange(self.keys.events(job_id), count=events) or [])
         return QuarantineDetail(**entry.model_dump(), fields={_text(a): _text(b) for a, b in raw.items()},
-                                events=[_event(_text(i), {_text(a): _text(b) for a, b in (f or {}).items()})
+                                events=[JobEvent.from_stream(_text(i), {_text(a): _text(b)
+                                                                        for a, b in (f or {}).items()})
                                         for i, f in reversed(history)])
 
     def reason(self, job_id: str) -> str | None:

@@ -359,7 +359,7 @@ class JobStore:
         exists, entries = pipe.execute()
         if not exists:
             raise NotFound(f"no job {job_id}", job_id=job_id)
-        return [_event(_text(eid), {_text(k): _text(v) for k, v in fields.items()}) for eid, fields in entries]
+        return [JobEvent.from_stream(_text(eid), {_text(k): _text(v) for k, v in fields.items()}) for eid, fields in entries]
 
     # --- helpers ------------------------------------------------------------------------------------
 
@@ -412,15 +412,6 @@ def _with_spend(job: Job, spent: Any) -> Job:
 def _order(ref: CheckpointRef) -> tuple[int, int, float]:
     """The order in which checkpoints may follow each other: attempt, then step, then commit time."""
     return ref.epoch, -1 if ref.step is None else ref.step, ref.committed_at
-
-
-def _event(event_id: str, f: dict[str, str]) -> JobEvent:
-    return JobEvent(
-        id=event_id, job_id=f["job_id"], at=float(f["at"]), kind=f["kind"],
-        from_state=JobState(f["from_state"]) if f.get("from_state") else None,
-        to_state=JobState(f["to_state"]) if f.get("to_state") else None,
-        epoch=int(f["epoch"]), reason=f.get("reason", ""), data=json.loads(f.get("data") or "{}"),
-    )
 
 
 # IllegalTransition is raised by the machine; re-exported so callers can import errors from one place.

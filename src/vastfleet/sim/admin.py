@@ -7,26 +7,15 @@ routes. Answers what the simulator knows to be true, not what the vast API shows
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
 from vastfleet.sim import disruptions
 from vastfleet.sim.entities import SimError
-from vastfleet.sim.server import Call, Handler, RouteEntry, route
+from vastfleet.sim.routing import Call, Routes
 
-ADMIN_ROUTES: list[RouteEntry] = []
-
-
-def admin(method: str, pattern: str) -> Callable[[Handler], Handler]:
-    def deco(fn: Handler) -> Handler:
-        from vastfleet.sim import server
-
-        route(method, pattern)(fn)
-        ADMIN_ROUTES.append(server.ROUTES.pop())
-        return fn
-
-    return deco
+ADMIN = Routes()
+admin = ADMIN.route
 
 
 def _num(body: dict[str, Any], name: str, default: float | None = None) -> float | None:

@@ -4,72 +4,32 @@ One Starlette catch-all route dispatches on (method, path regex), so every route
 trailing slash and without redirects. Every JSON answer carries `Content-Type: application/json` exactly (the
 CLI refuses `; charset=...`). Auth is `Authorization: Bearer KEY` or `?api_key=KEY` (401 otherwise), except
 for the GPU name list and log result URLs. Errors are `{"success": false, "error": code, "msg": text}`.
-Admin routes (`/sim/v1/...`) come from `admin.py`. Holds the market's lock around every handler.
+Admin routes (`/sim/v1/...`) come from `admin.py`; `routing.py` dispatches (holding the market's lock around
+every handler).
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import hmac
 import json
-import logging
-import re
 import secrets
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.responses import PlainTextResponse
 
 from vastfleet.sim import cloud
 from vastfleet.sim.entities import SimError
 from vastfleet.sim.fields import instance_row, offer_row
 from vastfleet.sim.query import CONTROL_KEYS, matches, order_rows
-from vastfleet.sim.quirks import Hold
-from vastfleet.sim.simulator import Simulator
+from vastfleet.sim.routing import Call, Routes, routing_app
 
+if TYPE_CHECKING:
+    from vastfleet.sim.simulator import Simulator
 
-class JsonResponse(Response):
-    """JSON with the exact media type the vast CLI checks for (no charset parameter)."""
-
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return json.dumps(content, separators=(",", ":")).encode("utf-8")
-
-    def init_headers(self, headers: Any = None) -> None:
-        super().init_headers(headers)
-        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-type"]
-        self.raw_headers.append((b"content-type", b"application/json"))
-
-
-@dataclass
-class Call:
-    sim: Simulator
-    method: str
-    path: str
-    args: tuple[str, ...]
-    query: dict[str, str]
-    body: dict[str, Any]
-    base_url: str
-
-
-Handler = Callable[[Call], Any]
-RouteEntry = tuple[str, re.Pattern[str], str, Handler, bool]  # method, regex, name, handler, auth
-ROUTES: list[RouteEntry] = []
-
-
-def route(method: str, pattern: str, auth: bool = True) -> Callable[[Handler], Handler]:
-    def deco(fn: Handler) -> Handler:
-        ROUTES.append((method, re.compile("^" + pattern.rstrip("/") + "/?$"), pattern, fn, auth))
-        return fn
-
-    return deco
+VAST = Routes()  # vast's own routes, as the client calls them
+route = VAST.route
 
 
 def _ok(**extra: Any) -> dict[str, Any]:
@@ -365,71 +325,7 @@ def cloud_copy(call: Call) -> Any:
     return _ok(msg="Cloud Copy Operation Finished", bytes=moved, cost=cost)
 
 
-# --- dispatch -------------------------------------------------------------------------------------------
-
-
-def _authorized(request: Request, key: str) -> bool:
-    header = request.headers.get("authorization", "")
-    sent = header[7:].strip() if header.lower().startswith("bearer ") else request.query_params.get("api_key")
-    return bool(sent) and hmac.compare_digest(str(sent), key)
-
-
-async def dispatch(request: Request) -> Response:
-    sim: Simulator = request.app.state.sim
-    method, path = request.method, request.url.path
-    candidates = [(r, m) for r in ROUTES + request.app.state.admin_routes if (m := r[1].match(path))]
-    if not candidates:
-        return JsonResponse({"success": False, "error": "not_found", "msg": f"No route {path}."}, 404)
-    found = [(r, m) for r, m in candidates if r[0] == method]
-    if not found:
-        return JsonResponse({"success": False, "error": "method_not_allowed", "msg": f"{method} {path}"}, 405)
-    (_, _, name, handler, auth), match = found[0]
-    if auth and not _authorized(request, sim.api_key):
-        sim.gate.record(method, path, name, 401)
-        return JsonResponse({"success": False, "error": "auth_error", "msg": "Invalid user key"}, 401)
-    raw = await request.body()  # read first: a held call's client may be gone by the time it is served
-    if not path.startswith("/sim/"):
-        caller = request.headers.get("authorization", "") or request.query_params.get("api_key", "")
-        answer = sim.gate.check(method, path, name, caller)
-        if isinstance(answer, Hold):  # a slow answer: held, then answered with an error or served as usual
-            await asyncio.sleep(answer.delay)
-            answer = None if not answer.status else (answer.status, answer.body, answer.as_text)
-        if answer is not None:
-            status, body, as_text = answer
-            sim.gate.record(method, path, name, status)
-            if as_text:
-                return PlainTextResponse(body["msg"], status)
-            return JsonResponse(body, status)
-    try:
-        body = json.loads(raw) if raw.strip() else {}
-    except ValueError:
-        return JsonResponse({"success": False, "error": "invalid_json", "msg": "Body is not JSON."}, 400)
-    if not isinstance(body, dict):
-        body = {"_": body}
-    call = Call(
-        sim, method, path, match.groups(), dict(request.query_params), body, str(request.base_url).rstrip("/")
-    )
-    try:
-        with sim.market.lock:
-            result = handler(call)
-        status = 200
-    except SimError as err:
-        result, status = err.body(), err.status
-    except Exception as exc:  # a bug of ours still answers JSON, as vast's 500s do
-        logging.getLogger(__name__).exception("simulator route %s failed", name)
-        result, status = {"success": False, "error": "server_error", "msg": f"internal error: {exc!r}"}, 500
-    sim.gate.record(method, path, name, status)
-    if isinstance(result, Response):
-        return result
-    return JsonResponse(result, status)
-
-
 def create_app(sim: Simulator) -> Starlette:
-    from vastfleet.sim.admin import ADMIN_ROUTES
+    from vastfleet.sim.admin import ADMIN
 
-    app = Starlette(
-        routes=[Route("/{path:path}", dispatch, methods=["GET", "POST", "PUT", "DELETE", "PATCH"])]
-    )
-    app.state.sim = sim
-    app.state.admin_routes = ADMIN_ROUTES
-    return app
+    return routing_app(sim, VAST.entries + ADMIN.entries)

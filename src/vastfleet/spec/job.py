@@ -6,6 +6,7 @@ the states so that every part speaks the same words.
 
 from __future__ import annotations
 
+import json
 from enum import Enum
 from typing import Any
 
@@ -102,3 +103,13 @@ class JobEvent(BaseModel):
     epoch: int
     reason: str = ""
     data: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def from_stream(cls, event_id: str, f: dict[str, str]) -> JobEvent:
+        """An entry as the job store writes it to its Redis stream (strings; `data` as JSON)."""
+        return cls(
+            id=event_id, job_id=f["job_id"], at=float(f["at"]), kind=f["kind"],
+            from_state=JobState(f["from_state"]) if f.get("from_state") else None,
+            to_state=JobState(f["to_state"]) if f.get("to_state") else None,
+            epoch=int(f["epoch"]), reason=f.get("reason", ""), data=json.loads(f.get("data") or "{}"),
+        )
