@@ -53,6 +53,7 @@ def _sub_app(name: str) -> TyperGroup:
     module, help_text = LAZY_SUB_APPS[name]
     group = typer.main.get_group(importlib.import_module(module).app)
     group.name, group.help, group.short_help = name, help_text, help_text
+    tidy_help(group)
     return group
 
 
@@ -380,7 +381,7 @@ def main() -> None:
 
 
 # ======================================================================================================
-# Other parts' commands are registered below (the lead wires them: `sim`, `bench`, `offers`, `demo`).
+# Other parts' commands are registered below (`offers`, `demo`; `sim`, `sweep`, `bench` in LAZY_SUB_APPS).
 # Each part exposes a typer app or a command function in its own module; only registration lives here.
 # ======================================================================================================
 
