@@ -158,7 +158,9 @@ def preempt_one(store: JobStore, sim: SimHandle, sweeps: SweepStore, sweep: Swee
             continue
         job = store.get(t.job_id)
         ckpt = job.latest_checkpoint
-        if job.state == JobState.RUNNING and job.instance_id is not None and job.instance_id not in {i for _, i in done} \
+        # a bid (an on-demand rental, e.g. a survivor the pace rule moved, cannot be outbid)
+        if job.state == JobState.RUNNING and job.instance_id is not None and job.bid is not None \
+                and job.instance_id not in {i for _, i in done} \
                 and ckpt is not None and ckpt.epoch == job.epoch and not sweeps.trial(sweep.id, t.number).state.over:  # type: ignore[union-attr]
             sim.admin.preempt(job.instance_id)
             done.append((job.id, job.instance_id))
