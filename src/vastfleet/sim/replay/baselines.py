@@ -34,9 +34,12 @@ def slack(sim: Replay, run: JobRun, now: float, mask: np.ndarray) -> float:
 class Baseline:
     name = "baseline"
 
-    def __init__(self, ckpt_interval_s: float = 1800.0) -> None:
+    def __init__(self, ckpt_interval_s: float = 1800.0, spot_below_od: bool = False) -> None:
         self.tau = ckpt_interval_s
         self.final_od: set[str] = set()
+        # a bid counts as spot only below the offer's on-demand price (a cloud zone without spot capacity carries a
+        # competing bid at that price): the published settings' "spot available"
+        self.spot_below_od = spot_below_od
 
     def tight(self, sim: Replay, run: JobRun, now: float, mask: np.ndarray) -> bool:
         # one more restart must still fit (plus one tick of reaction time)
@@ -44,6 +47,8 @@ class Baseline:
 
     def cheapest(self, sim: Replay, k: int, run: JobRun, mask: np.ndarray, kind: str) -> Place | None:
         avail = sim.available(k) & mask
+        if kind == "bid" and self.spot_below_od:
+            avail &= sim.eff(k) < sim.m.dph[k] * (1 - 1e-9)
         if not avail.any():
             return None
         speed = sim.m.dlperf / run.job.ref_dlperf

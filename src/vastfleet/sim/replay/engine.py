@@ -25,6 +25,9 @@ class Options:
     resume_overhead_s: float = 120.0
     checkpoint_cost_s: float = 60.0
     launch_gb: float = 5.0
+    # Cloud spot (AWS, GCP; the published settings): a bid rental pays the lowest running bid of each tick and only
+    # a competing bid above it pauses it (capacity), not a rise of min_bid. Off: vast's model, a bid pays its bid.
+    spot_pays_market: bool = False
 
 
 @dataclass
@@ -153,7 +156,15 @@ class Replay:
     # --- mechanics ------------------------------------------------------------------------------------
 
     def _rate(self, r: Rental, k: int) -> float:
-        return r.bid if r.kind == "bid" else float(self.m.dph[k, r.offer])
+        if r.kind == "bid":
+            if self.o.spot_pays_market:
+                return max(float(self.m.floor[k, r.offer]), float(self.m.comp[k, r.offer]))
+            return r.bid
+        return float(self.m.dph[k, r.offer])
+
+    def _holds(self, k: int) -> np.ndarray:
+        """Per offer, the price a running bid must cover to keep running (the competing bid alone on cloud spot)."""
+        return self.m.comp[k] if self.o.spot_pays_market else self.eff(k)
 
     def _advance(self, run: JobRun, t0: float, t1: float, k: int) -> None:
         r = run.rental
@@ -206,7 +217,7 @@ class Replay:
 
     def _market_effects(self, k: int, now: float) -> None:
         m = self.m
-        eff = self.eff(k)
+        eff = self._holds(k)
         for run in self.active():
             r = run.rental
             if r is None:
