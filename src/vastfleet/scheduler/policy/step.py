@@ -135,7 +135,9 @@ def decide_step(inp: StepInput) -> Step:
     out = Step()
     waiting: list[JobView] = list(inp.waiting)
     pinned = set(inp.pinned)
-    for h in inp.held:
+    # held attempts in one order whoever lists them (the live loop lists paused ones first, the replay its runs):
+    # the jobs they release are placed in this order
+    for h in sorted(inp.held, key=lambda h: (-h.job.priority, h.job.job_id)):
         jid = h.job.job_id
         if h.kind == "on_demand":
             if not h.pinned and inp.rebalance and _back_to_bid(h, inp):
