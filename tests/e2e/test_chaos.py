@@ -1,4 +1,4 @@
-"""The chaos run, short (bench/chaos.py, about 3 minutes): the whole control plane as an operator runs it (two
+"""The chaos run, short (bench/chaos.py, about 2.5 minutes): the whole control plane as an operator runs it (two
 `vastfleet server` processes, a real redis-server with AOF, the simulator, real agents) under more than 100
 seeded faults of every kind; then every job has finished with its steps counted once, nothing of ours is left
 in the marketplace, nothing was destroyed before a checkpoint it was told of was copied off, no attempt was
@@ -29,7 +29,7 @@ def _bench() -> ModuleType:
 @pytest.mark.timeout(600)
 def test_a_short_chaos_run_loses_nothing_and_leaves_nothing(tmp_path: Path) -> None:
     chaos = _bench()
-    out = chaos.Chaos(minutes=3.0, seed=11, workdir=tmp_path).run()
+    out = chaos.Chaos(minutes=2.5, seed=11, faults_per_minute=80.0, workdir=tmp_path).run()
     d = out["details"]
     assert sum(out["faults"].values()) >= 100 and set(out["faults"]) == set(chaos.KINDS), out["faults"]
     # the run did real work through real faults (zeros below from a run that did nothing would prove nothing)
