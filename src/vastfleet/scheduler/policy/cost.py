@@ -12,6 +12,7 @@ Pure numpy; never does I/O.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +40,11 @@ class Terms:
     speed: np.ndarray
     factor_bid: np.ndarray  # expected wall hours per work-hour at speed 1
     factor_od: np.ndarray
+
+    @functools.cached_property
+    def typical_tau_bid(self) -> float | None:
+        """The median checkpoint interval as a bid (None without offers): read per job, computed per group."""
+        return float(np.median(self.tau_bid)) if len(self.tau_bid) else None
 
 
 def young_daly(ckpt_s: float, h: np.ndarray, p: PolicyParams, fixed_s: float | None = None) -> np.ndarray:

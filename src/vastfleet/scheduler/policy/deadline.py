@@ -70,7 +70,7 @@ def job_modes(job: JobView, t: Terms, now: float, params: PolicyParams) -> tuple
         return False, True, slack, "the job asks for on demand only"
     if job.interruptible == "always":
         return True, False, slack, "the job asks for interruptible only"
-    tau = float(np.median(t.tau_bid)) if len(t.tau_bid) else params.max_ckpt_interval_s
+    tau = t.typical_tau_bid if t.typical_tau_bid is not None else params.max_ckpt_interval_s
     if not interruptible_allowed(slack, tau, params, job.checkpoint_cost_s):
         return False, True, slack, f"slack {slack / 3600:.2f} h no longer covers an interruption: on demand to the end"
     if should_escalate_to_on_demand(job.interruption_times, now, params):

@@ -86,7 +86,8 @@ class FleetGuard:
         n = len(t)
         self.no_bid = np.zeros(n, dtype=bool)
         self.no_od = np.zeros(n, dtype=bool)
-        self._rows: dict[int, np.ndarray] | None = None
+        self._order: np.ndarray | None = None  # row numbers by machine id, and those machine ids
+        self._sorted = np.zeros(0, dtype=np.int64)
         self._per_gpu = t.min_bid / np.maximum(np.asarray(t.num_gpus, dtype=float), 1.0)
         if n == 0:
             return
@@ -97,14 +98,13 @@ class FleetGuard:
             self._close(m)
 
     def rows(self, machine_id: int) -> np.ndarray:
-        if self._rows is None:
+        if self._order is None:
             assert self.table.machine is not None
-            order = np.argsort(self.table.machine, kind="stable")
-            ms = self.table.machine[order]
-            cuts = np.flatnonzero(np.diff(ms)) + 1
-            self._rows = {int(g[0]): order[s:e] for g, s, e in zip(np.split(ms, cuts), np.r_[0, cuts],
-                                                                    np.r_[cuts, len(ms)], strict=True)}
-        return self._rows.get(int(machine_id), np.zeros(0, dtype=np.int64))
+            self._order = np.argsort(self.table.machine, kind="stable")
+            self._sorted = self.table.machine[self._order]
+        lo = int(np.searchsorted(self._sorted, machine_id, side="left"))
+        hi = int(np.searchsorted(self._sorted, machine_id, side="right"))
+        return self._order[lo:hi]
 
     def _guard(self, machine_id: int) -> None:
         rows = self.rows(machine_id)
