@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -42,18 +40,16 @@ def test_most_urgent_job_gets_the_single_best_offer():
     assert pls["urgent"] == best.id and pls["relaxed"] == other.id
 
 
-def test_thousand_jobs_over_many_offers_is_fast_and_sound():
+def test_thousand_jobs_over_many_offers_each_get_their_own():
+    """(Its speed is bench/placement.py's figure: tests assert no wall-clock times.)"""
     rng = np.random.default_rng(1)
     names = ["RTX 4090", "RTX 3090", "A100 SXM4"]
     offers = [make_offer(gpu_name=names[i % 3], dlperf=float(rng.uniform(20, 80)), min_bid=float(rng.uniform(.05, .3)))
               for i in range(3000)]
     jobs = [make_job(job_id=f"j{i}", gpu_names=(names[i % 3],), remaining_work_hours=float(1 + i % 24))
             for i in range(1000)]
-    start = time.perf_counter()
     pls = decide_placements(jobs, offers, FleetStats(), 0.0, P)
-    elapsed = time.perf_counter() - start
     assert len(pls) == 1000 and len({p.offer_id for p in pls}) == 1000
-    assert elapsed < 30  # a sanity bound only; bench/placement.py measures the real figure
 
 
 def test_job_view_from_a_stored_job():
@@ -65,6 +61,31 @@ def test_job_view_from_a_stored_job():
     assert v.gpu_names == ("RTX 4090",) and v.num_gpus == 2 and v.max_price_per_hour == 1.5
     assert v.remaining_work_hours == 6.0 and v.deadline_at == 100.0 + 12 * 3600 and v.interruptions == 1
     assert v.reference_dlperf() == 88.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(progress=st.dictionaries(
+    st.sampled_from(["remaining_hours", "fraction", "total_hours", "step", "of", "total"]),
+    st.one_of(st.none(), st.booleans(), st.text(max_size=8), st.floats(allow_nan=True, allow_infinity=True),
+              st.integers(-10, 10**6), st.lists(st.integers(), max_size=2))))
+def test_whatever_a_job_reports_as_progress_its_view_has_a_finite_remaining_work(progress):
+    """A job's progress file is its own (NaN arrives as null, a string, a list): the view never raises and
+    its remaining work is finite and positive, or one job's file would stop every pass."""
+    spec = JobSpec.model_validate({"name": "p", "image": "x", "run": "y", "work_hours": 10.0,
+                                   "resources": {"gpu": ["RTX_4090"]}})
+    v = job_view_from_job(Job(id="p", spec=spec, submitted_at=0.0, updated_at=0.0, progress=progress), 10.0)
+    assert 0 < v.remaining_work_hours < float("inf")
+
+
+def test_step_of_progress_counts_as_the_share_done():
+    spec = JobSpec.model_validate({"name": "p", "image": "x", "run": "y", "work_hours": 10.0,
+                                   "resources": {"gpu": ["RTX_4090"]}})
+    view = job_view_from_job(Job(id="p", spec=spec, submitted_at=0.0, updated_at=0.0,
+                                 progress={"step": 30, "of": 60}), 10.0)
+    assert view.remaining_work_hours == 5.0
+    bad = job_view_from_job(Job(id="p", spec=spec, submitted_at=0.0, updated_at=0.0,
+                                progress={"remaining_hours": None, "fraction": "half", "step": 3, "of": 0}), 10.0)
+    assert bad.remaining_work_hours == 10.0
 
 
 def test_the_final_on_demand_run_goes_to_an_offer_that_finishes_in_time():

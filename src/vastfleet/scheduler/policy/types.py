@@ -6,6 +6,7 @@ vectorised filters and cost model work on; the benchmark builds it directly, the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -215,6 +216,37 @@ class Decision:
     terms: dict[str, float | str] = field(default_factory=dict)
 
 
+def _progress_number(progress: dict[str, Any], key: str) -> float | None:
+    """A finite, non-negative number the job reported under `key`; anything else (null for a NaN, a string,
+    a list) is as if not reported: a job's progress file is its own, and one bad value must not stop a pass."""
+    value = progress.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
+
+
+def remaining_from_progress(progress: dict[str, Any], work_hours: float | None) -> float:
+    """Hours of work left: `remaining_hours`, else the share done (`fraction`, or `step` of `of`/`total`) of
+    `total_hours` or of the spec's `work_hours`; 1 hour when nothing says (offers then rank per hour of work)."""
+    remaining = _progress_number(progress, "remaining_hours")
+    if remaining is not None:
+        return remaining
+    fraction = _progress_number(progress, "fraction")
+    if fraction is None:
+        step, of = _progress_number(progress, "step"), _progress_number(progress, "of")
+        of = of if of is not None else _progress_number(progress, "total")
+        fraction = step / of if step is not None and of else 0.0
+    total = _progress_number(progress, "total_hours")
+    total = total if total is not None else work_hours
+    if total is None:
+        return 1.0
+    return total * (1.0 - min(max(fraction, 0.0), 1.0))
+
+
 def job_view_from_job(job: Job, now: float, *, remaining_work_hours: float | None = None,
                       interruption_times: tuple[float, ...] = (), checkpoint_cost_s: float = 60.0,
                       excluded_hosts: frozenset[int] = frozenset()) -> JobView:
@@ -224,14 +256,7 @@ def job_view_from_job(job: Job, now: float, *, remaining_work_hours: float | Non
     spec = job.spec
     res = spec.resources
     if remaining_work_hours is None:
-        prog = job.progress or {}
-        if "remaining_hours" in prog:
-            remaining_work_hours = float(prog["remaining_hours"])
-        elif "total_hours" in prog or spec.work_hours is not None:
-            total = float(prog.get("total_hours", spec.work_hours or 0.0))
-            remaining_work_hours = total * (1.0 - min(max(float(prog.get("fraction", 0.0)), 0.0), 1.0))
-        else:
-            remaining_work_hours = 1.0  # unknown: rank offers per hour of work
+        remaining_work_hours = remaining_from_progress(job.progress or {}, spec.work_hours)
     ckpt_age = now - job.latest_checkpoint.committed_at if job.latest_checkpoint else now - job.submitted_at
     spent = job.cost_usd
     if job.pinned_on_demand:
