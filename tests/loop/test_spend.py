@@ -93,6 +93,20 @@ def test_caps_hold_new_rentals_back_and_say_which_binds(params, burn, balance, b
     assert len([a for a in plan.actions if getattr(a, "to", None) == S.PLACING]) == placed
 
 
+def test_attempts_placed_but_not_listed_yet_count_against_the_hourly_cap() -> None:
+    """Found under load: the ledger bills what the listing shows, so the pass after a placement (its create in
+    flight, or made and not listed yet) saw the cap's room still free and placed again: 4 rentals at $0.68/h
+    under a $0.30/h cap. Those attempts now count at their bid (or on-demand price)."""
+    jobs = _pending(3)
+    placed = make_job("j-placed", state=S.PLACING, instance_id=None, bid=0.25)
+    booting = make_job("j-boot", state=S.BOOTING, instance_id=777, bid=None, offer_dph=0.5)
+    snap = Snapshot(jobs={j.id: j for j in [*jobs, placed, booting]}, instances=[], offers=_offers(jobs),
+                    burn=Burn(0.0, 0, 0, 0))
+    assert fleet_budget(snap, PlanParams(max_usd_per_hour=1.2)).per_hour == pytest.approx(1.2 - 0.75)
+    plan = decide(snap, NOW, PlanParams(max_usd_per_hour=0.8))
+    assert not [a for a in plan.actions if getattr(a, "to", None) == S.PLACING], "0.75 in hand + 0.5: over 0.8"
+
+
 def test_credit_for_less_than_an_hour_asks_every_running_job_to_checkpoint_once(redis_client: redis.Redis) -> None:
     """Below zero vast deletes every disk: with credit for less than an hour of the fleet, each running job is
     asked (once) to checkpoint now, and new rentals stop (the reserve)."""

@@ -21,18 +21,20 @@ def fleet_budget(snap: Snapshot, params: PlanParams) -> FleetBudget:
     `why` names the cap with the least room."""
     room: list[tuple[float, float, str]] = []  # ($/h left, $ left, why)
     burn = snap.burn
+    coming = unlisted_rate(snap)
     if burn is not None:
+        per_hour = burn.per_hour + coming
         if params.max_usd_per_hour is not None:
-            room.append((params.max_usd_per_hour - burn.per_hour, math.inf,
-                         f"the fleet's cap of ${params.max_usd_per_hour:.2f}/h binds (${burn.per_hour:.4f}/h now)"))
+            room.append((params.max_usd_per_hour - per_hour, math.inf,
+                         f"the fleet's cap of ${params.max_usd_per_hour:.2f}/h binds (${per_hour:.4f}/h now)"))
         for cap, spent, period in ((params.max_usd_per_day, burn.today, "day"),
                                    (params.max_usd_per_month, burn.month, "month")):
             if cap is not None:
-                room.append((math.inf, cap - spent - burn.per_hour,
+                room.append((math.inf, cap - spent - per_hour,
                              (f"the fleet's cap of ${cap:.2f} a {period} binds (${spent:.4f} spent, an hour at"
-                             f" ${burn.per_hour:.4f}/h in hand)")))
+                             f" ${per_hour:.4f}/h in hand)")))
     if snap.balance is not None:
-        hour = burn.per_hour if burn is not None else 0.0
+        hour = (burn.per_hour if burn is not None else 0.0) + coming
         room.append((math.inf, snap.balance - params.credit_reserve_usd - hour,
                      (f"the account's credit ${snap.balance:.2f} is near its reserve of"
                      f" ${params.credit_reserve_usd:.2f} (an hour of the fleet in hand)")))
@@ -40,6 +42,21 @@ def fleet_budget(snap: Snapshot, params: PlanParams) -> FleetBudget:
         return FleetBudget()
     tightest = min(room, key=lambda r: min(r[0], r[1]))
     return FleetBudget(min(r[0] for r in room), min(r[1] for r in room), tightest[2])
+
+
+def unlisted_rate(snap: Snapshot) -> float:
+    """$/h of the attempts placed but not listed yet (a create in flight, or made and not in this listing):
+    the spend ledger bills only what the listing shows, so without these a pass right after a placement
+    would see the cap's room still free and place again."""
+    listed = {i.id for i in snap.instances}
+    rate = 0.0
+    for job in snap.jobs.values():
+        if job is None or not (job.state == S.PLACING or job.state in ATTEMPT_STATES):
+            continue
+        if job.instance_id is None or job.instance_id not in listed:
+            price = job.bid if job.bid is not None else job.offer_dph
+            rate += price if price is not None and math.isfinite(price) else 0.0
+    return rate
 
 
 def rental_of(inst: Instance) -> Rental | None:

@@ -156,6 +156,7 @@ class SchedulerLoop:
         self.reasons = PendingReasons(store, ctx.prefix)  # why a pending job has no offer, on its record
         self.waits = TeardownWaits(ctx.prefix, store)  # instances teardown keeps, logged once each
         self._stale_salvages: list[str] = []  # read by observe, dropped only by a pass that still leads
+        self._one_pass = threading.Lock()
 
     # --- leadership -----------------------------------------------------------------------------------
 
@@ -192,6 +193,10 @@ class SchedulerLoop:
     # --- one pass -------------------------------------------------------------------------------------
 
     def run_pass(self) -> PassResult:
+        with self._one_pass:  # the loop's thread and a caller (a test, `vastfleet` tooling) never interleave
+            return self._run_pass()
+
+    def _run_pass(self) -> PassResult:
         if not self._lead():
             return PassResult(leader=False)
         market = CountingMarket(self.market)

@@ -112,7 +112,7 @@ class PolicyPlacer:
         self._tick(now)
         self.offers = request.offers
         rows = merge_offers(request.offers)
-        views = [job_view_from_job(j, now, excluded_hosts=self.excluded_hosts) for j in request.pending]
+        views = [self._view(j, now) for j in request.pending]
         held = [h for job, inst in request.paused if (h := self._held(job, inst, now, True)) is not None]
         held += [h for job, inst in request.running if (h := self._held(job, inst, now, False)) is not None]
         disk = max([v.disk_gb for v in views] + [h.job.disk_gb for h in held] + [20.0])
@@ -126,11 +126,15 @@ class PolicyPlacer:
             log.debug("job %s waits: %s", w.job_id, w.reason)
         return step.decisions
 
+    def _view(self, job: Job, now: float) -> JobView:
+        return job_view_from_job(job, now, excluded_hosts=self.excluded_hosts,
+                                 checkpoint_cost_s=self.params.checkpoint_cost_s)
+
     def _held(self, job: Job, inst: Instance, now: float, paused: bool) -> Held | None:
         here = paused_offer(inst, job)
         if here is None:
             return None
-        view = job_view_from_job(job, now, excluded_hosts=self.excluded_hosts)
+        view = self._view(job, now)
         tau = self.checkpoint_interval(job)
         return Held(view, OfferTable.from_offers([here], view.disk_gb), "bid" if job.bid is not None else
                     "on_demand", job.bid, paused, tau, job.pinned_on_demand)
@@ -197,12 +201,14 @@ class PolicyPlacer:
                 continue
             inst = by_id.get(job.instance_id)
             prog = job.progress or {}
-            if inst is None or not ("remaining_hours" in prog or "total_hours" in prog):
+            known = "remaining_hours" in prog or "total_hours" in prog or (
+                job.spec.work_hours is not None and ("fraction" in prog or "step" in prog))
+            if inst is None or not known:  # how long it still holds the offer is a guess: not counted on
                 continue
             offer = paused_offer(inst, job)
             if offer is None:
                 continue
-            view = job_view_from_job(job, now)
+            view = self._view(job, now)
             hazard = _as_rented(job, self._hazard.get(inst.id, (0.0, 0.0)))
             speed = offer.dlperf / view.reference_dlperf()
             until = held_until(now, view.remaining_work_hours, speed, hazard, self.checkpoint_interval(job),
@@ -243,7 +249,8 @@ class PolicyPlacer:
         interval = job.spec.checkpoint.interval
         if isinstance(interval, (int, float)):
             return float(interval)
-        return checkpoint_interval(checkpoint_cost_s, self.hazard_per_hour(job))
+        cost = checkpoint_cost_s if checkpoint_cost_s is not None else self.params.checkpoint_cost_s
+        return checkpoint_interval(cost, self.hazard_per_hour(job))
 
 
 def _as_rented(job: Job, hazards: tuple[float, float]) -> float:

@@ -86,6 +86,7 @@ class PolicyParams:
     max_price_per_gpu_hour: float = 50.0
     max_rebids: int = 3  # raises of one paused attempt's bid before it moves
     lower_bids: bool = True  # lower a running bid when the lowest running bid falls (vast's change bid)
+    checkpoint_cost_s: float = 60.0  # the live loop's estimate of writing one checkpoint (the replay has its own)
 
 
 def catalogue_dph(names: np.ndarray) -> np.ndarray:
