@@ -157,3 +157,18 @@ def test_a_running_bid_follows_a_falling_min_bid_down_but_never_up():
     assert bid is not None and 0.10 <= bid < 0.15
     dearer = OfferTable.from_offers([make_offer(min_bid=0.20)], job.disk_gb)
     assert lower_running_bid(job, dearer, 0.15, FleetStats(), PolicyParams()) is None
+
+
+@pytest.mark.parametrize("interruptible,moves", [("auto", True), ("always", False)])
+def test_a_running_bid_past_its_slack_moves_on_demand_unless_the_job_asks_for_bids_only(interruptible, moves):
+    """Found by the sweep acceptance test: a survivor whose pace deadline tightened was moved on demand
+    although its spec says `interruptible: always` (bids only)."""
+    from vastfleet.scheduler.policy import FleetStats, OfferTable, PolicyParams
+    from vastfleet.scheduler.policy.step import Held, Move, StepInput, decide_step
+
+    here, other = make_offer(), make_offer()
+    job = make_job(interruptible=interruptible, deadline_at=3600.0 * 10.5)  # 10 h of work, 30 min of slack
+    held = Held(job, OfferTable.from_offers([here]), "bid", 0.2, False, 1800.0)
+    step = decide_step(StepInput(waiting=[], held=[held], offers=OfferTable.from_offers([other]),
+                                 fleet=FleetStats(), now=0.0, params=PolicyParams()))
+    assert bool([d for d in step.decisions if isinstance(d, Move) and d.to == "on_demand"]) == moves

@@ -123,7 +123,13 @@ def test_a_16_trial_asha_sweep_survives_preemptions_and_a_sigkill_of_the_control
                     preempt_one(api.store, sim, sweeps, sweep, preempted)  # type: ignore[arg-type]
                 return killed and len(preempted) == 3
 
-            wait_for(disrupt, 150, interval=0.1, what="three preemptions and a SIGKILL mid-sweep")
+            try:
+                wait_for(disrupt, 150, interval=0.1, what="three preemptions and a SIGKILL mid-sweep")
+            except TimeoutError as exc:
+                seen = [(t.number, t.state.value, (j := api.store.get(t.job_id)).state.value, j.bid, j.epoch,
+                         j.latest_checkpoint.epoch if j.latest_checkpoint else None)
+                        for t in sweeps.trials(sweep.id) if t.job_id]
+                raise AssertionError(f"{exc}; killed={killed} preempted={preempted}; trials {seen}") from None
             wait_for(lambda: sweeps.get(sweep.id).state.over, 180, interval=0.3, what="the sweep to finish")
             wait_for(lambda: monitor.holding() == 0 and not ours_left(sim), 30, what="every instance destroyed")
             monitor.stop.set()

@@ -201,8 +201,8 @@ class PolicyPlacer:
                 continue
             inst = by_id.get(job.instance_id)
             prog = job.progress or {}
-            known = "remaining_hours" in prog or "total_hours" in prog or (
-                job.spec.work_hours is not None and ("fraction" in prog or "step" in prog))
+            share = "fraction" in prog or ("step" in prog and ("of" in prog or "total" in prog))
+            known = "remaining_hours" in prog or "total_hours" in prog or (job.spec.work_hours is not None and share)
             if inst is None or not known:  # how long it still holds the offer is a guess: not counted on
                 continue
             offer = paused_offer(inst, job)

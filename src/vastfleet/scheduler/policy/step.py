@@ -145,7 +145,9 @@ def decide_step(inp: StepInput) -> Step:
                 waiting.append(h.job)
             continue
         tau = float(young_daly(h.job.checkpoint_cost_s, np.array([0.05]), p)[0]) if h.paused else h.tau_s
-        if not interruptible_allowed(_held_slack(h, inp.offers, now, p), tau, p, h.job.checkpoint_cost_s):
+        # (a job that asks for interruptible only stays on bids whatever its deadline: the user's word)
+        if h.job.interruptible != "always" and not interruptible_allowed(
+                _held_slack(h, inp.offers, now, p), tau, p, h.job.checkpoint_cost_s):
             out.decisions.append(Move(jid, "on_demand", not h.paused, "the deadline's slack no longer covers an"
                                       " interruption: on demand to the end", pin=True))
             pinned.add(jid)
