@@ -54,6 +54,7 @@ class JobRun:
     storage: float = 0.0
     bandwidth: float = 0.0
     lost_gpu_h: float = 0.0
+    bid_hours: float = 0.0  # hours rented as a running bid (the exposure interruptions are counted against)
     submitted: bool = False
 
     @property
@@ -180,6 +181,8 @@ class Replay:
         end = min(t1, finish)
         run.compute += self._rate(r, k) * (end - t0) / 3600.0
         run.storage += st * (end - t0) / 3600.0
+        if r.kind == "bid":
+            run.bid_hours += max(end - t0, 0.0) / 3600.0
         if finish <= t1:
             run.done_at = finish
             run.work = run.job.work_hours

@@ -57,6 +57,7 @@ def summarise(name: str, runs: dict[str, JobRun], bounds: dict[str, JobBound], w
         "unfinished": sum(1 for i in ids if runs[i].done_at is None),
         "interruptions": sum(len(runs[i].interruptions) for i in ids),
         "gpu_hours_lost": round(sum(runs[i].lost_gpu_h for i in ids), 3),
+        "bid_hours": round(sum(runs[i].bid_hours for i in ids), 3),
     }
 
 
