@@ -151,3 +151,18 @@ def test_interrupted_left_behind_by_a_crash_is_requeued() -> None:
     job = make_job(state=S.INTERRUPTED, instance_id=100, preemptions=1)
     plan = plan_for(jobs=[job])
     assert [a.to for a in plan.of(Transition)] == [S.PENDING]
+
+
+def test_a_move_waits_while_the_agent_reports_a_newer_checkpoint_than_the_committed_one() -> None:
+    """Found by bench/chaos.py: a move asked for a checkpoint, an older one in flight was committed since the
+    request, and the attempt was ended and destroyed while the agent still reported the requested (newer) one
+    pending: its disk went with it. The move now waits for that one (within its bound)."""
+    from vastfleet.scheduler.supervise import PendingCheckpoint
+
+    ckpt = make_ckpt(step=30, epoch=1).model_copy(update={"committed_at": NOW - 2})
+    job = make_job(moving_since=NOW - 5, moving="moved (cheaper): test", latest_checkpoint=ckpt)
+    waiting = make_beat(pending_uploads=1, pending=PendingCheckpoint(31, "step-00000031", "a" * 12, 1, 10))
+    plan = plan_for(jobs=[job], instances=[make_instance()], beats={job.id: waiting})
+    assert not [a for a in plan.of(Transition) if a.to == S.INTERRUPTED], plan.actions
+    done = plan_for(jobs=[job], instances=[make_instance()], beats={job.id: make_beat(pending_uploads=0)})
+    assert [a.reason for a in done.of(Transition) if a.to == S.INTERRUPTED] == ["moved: moved (cheaper): test"]

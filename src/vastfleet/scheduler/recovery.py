@@ -48,7 +48,7 @@ def attempt(plan: Plan, job: Job, inst: Instance | None, obs: Observation, verdi
             plan.actions.append(Transition(job.id, S.RUNNING, verdict.reason, job.epoch))
         elif job.state == S.RUNNING and inst is not None:
             if job.moving_since is not None:
-                _finish_move(plan, job, params, now)
+                _finish_move(plan, job, obs, params, now)
             else:
                 request.running.append((job, inst))
         return
@@ -136,11 +136,16 @@ def requeue(plan: Plan, job: Job, preemptions: int, params: PlanParams, *, progr
                                        {"fruitless": fruitless}))
 
 
-def _finish_move(plan: Plan, job: Job, params: PlanParams, now: float) -> None:
-    """A move waits for the checkpoint it asked for (or its bound), then ends the attempt as MOVED."""
+def _finish_move(plan: Plan, job: Job, obs: Observation, params: PlanParams, now: float) -> None:
+    """A move waits for the checkpoint it asked for (or its bound), then ends the attempt as MOVED. A commit
+    since the request is not enough while the agent reports a newer one pending: that is the one it wrote for
+    the request (the commit was an older one in flight), and the destroy would take it (found by chaos)."""
     assert job.moving_since is not None
     ckpt = job.latest_checkpoint
-    saved = ckpt is not None and ckpt.epoch == job.epoch and ckpt.committed_at >= job.moving_since
+    beat = obs.current_beat
+    newer = beat is not None and beat.pending is not None and ckpt is not None and ckpt.step is not None \
+        and beat.pending.step > ckpt.step
+    saved = ckpt is not None and ckpt.epoch == job.epoch and ckpt.committed_at >= job.moving_since and not newer
     if saved or not job.spec.checkpoint.required or now - job.moving_since > params.move_timeout_s:
         why = job.moving + ("" if saved or not job.spec.checkpoint.required else
                             f" (no checkpoint within {params.move_timeout_s:.0f}s: moved from the last one)")
