@@ -53,6 +53,22 @@ def test_an_instance_first_seen_after_a_crash_bills_from_its_start(redis_client:
     assert ledger.accrue([row(5, "running", label=None)], NOW + 10).per_hour == 0.0, "not ours: not our money"
 
 
+def test_an_instance_a_listing_skipped_is_not_charged_from_its_start_again(redis_client: redis.Redis) -> None:
+    """An open rental missing from one listing is charged up to then and dropped; when it shows again (a
+    listing that skipped it, a zombie) it goes on from there: it was re-adopted from its start date and its
+    hours were booked twice (the 8-minute chaos run's ledger over-counted by 6-13%)."""
+    ledger = SpendLedger(redis_client, "vf")
+    inst = row(11, "running", label="vf:j-c:1").model_copy(update={"start_date": NOW - 3600})
+    ledger.accrue([inst], NOW)  # adopted: an hour from its start
+    assert ledger.of_jobs(["j-c"])["j-c"] == pytest.approx(0.40)
+    ledger.accrue([], NOW + 1800)  # a listing without it: charged to then
+    assert ledger.of_jobs(["j-c"])["j-c"] == pytest.approx(0.60)
+    ledger.accrue([inst], NOW + 3600)  # back: from where it was charged to (it ran meanwhile), not its start
+    assert ledger.of_jobs(["j-c"])["j-c"] == pytest.approx(0.80)
+    ledger.accrue([inst], NOW + 5400)
+    assert ledger.of_jobs(["j-c"])["j-c"] == pytest.approx(1.00)
+
+
 def test_the_store_reads_each_jobs_spend_into_cost(redis_client: redis.Redis) -> None:
     from vastfleet.queue import JobStore
 

@@ -73,6 +73,9 @@ class SpendLedger:
         self.clock = clock
         self.open_key = f"{prefix}:spend:inst"
         self.closed_key = f"{prefix}:spend:closed"
+        # instances that left the listing without our destroy, and until when they were charged: one that
+        # shows again (a listing that skipped it, a zombie) goes on from there, not from its start again
+        self.dropped_key = f"{prefix}:spend:dropped"
         self.job_key = Keys(prefix).spend_jobs  # the store reads it into each job's cost_usd
         self.total_key = f"{prefix}:spend:total"
 
@@ -101,6 +104,9 @@ class SpendLedger:
         scored: list[tuple[str, float]] = self.redis.zrangebyscore(self.closed_key, "-inf", "+inf",
                                                                   withscores=True)  # type: ignore[assignment]
         closed = {int(m): float(s) for m, s in scored}
+        dropped_scores: list[tuple[str, float]] = self.redis.zrangebyscore(
+            self.dropped_key, "-inf", "+inf", withscores=True)  # type: ignore[assignment]
+        dropped = {int(m): float(s) for m, s in dropped_scores}
         listed = {i.id: i for i in instances if parse_label(i.label, self.prefix) is not None}
         charges: dict[str, float] = {}
         pipe = self.redis.pipeline()
@@ -115,6 +121,7 @@ class SpendLedger:
             compute, storage = _rates(inst)
             if rec is None:  # first seen (adopted after a crash): from when it says it started, or now
                 start = inst.start_date if inst.start_date is not None and inst.start_date <= now else now
+                start = max(start, dropped.get(iid, start))  # charged already up to there
                 rec = Rental(parsed[0], parsed[1], start, status in BILLED, compute, storage)
             elif not rec.seen:  # opened at the create: the interval since bills at what it shows now
                 rec = Rental(rec.job_id, rec.epoch, rec.at, status in BILLED, compute, storage)
@@ -123,9 +130,13 @@ class SpendLedger:
             per_hour += (compute if rec.billed else 0.0) + storage
             pipe.hset(self.open_key, str(iid), json.dumps(asdict(rec)))
         for iid, rec in open_.items():  # not listed: destroyed by us (closed), or gone
-            _charge(charges, rec, min(closed.get(iid, now), now))
+            until = min(closed.get(iid, now), now)
+            _charge(charges, rec, until)
             pipe.hdel(self.open_key, str(iid))
+            if iid not in closed:
+                pipe.zadd(self.dropped_key, {str(iid): max(until, rec.at)})
         pipe.zremrangebyscore(self.closed_key, "-inf", now - CLOSED_KEEP_S)
+        pipe.zremrangebyscore(self.dropped_key, "-inf", now - CLOSED_KEEP_S)
         self._book(pipe, charges, now)
         pipe.execute()
         today, month, total = self.redis.mget(f"{self.prefix}:spend:day:{_day(now)}",
