@@ -33,7 +33,7 @@ def test_a_short_chaos_run_loses_nothing_and_leaves_nothing(tmp_path: Path) -> N
     d = out["details"]
     assert sum(out["faults"].values()) >= 100 and set(out["faults"]) == set(chaos.KINDS), out["faults"]
     # the run did real work through real faults (zeros below from a run that did nothing would prove nothing)
-    assert d["states"].get("SUCCEEDED", 0) >= 5 and d["preemptions"] >= 5 and d["server_starts"] >= 4, d
+    assert d["states"].get("SUCCEEDED", 0) >= 5 and d["preemptions"] >= 2 and d["server_starts"] >= 4, d
     assert out["jobs_lost"] == 0, d["lost"]
     assert out["steps_lost"] == 0 and out["steps_duplicated"] == 0, out
     assert out["instances_left"] == 0, d["left"]
